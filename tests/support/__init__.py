@@ -1,0 +1,1 @@
+"""Test support shared by every suite: real Redis, real PostgreSQL, real server processes."""
