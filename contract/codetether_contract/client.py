@@ -281,7 +281,9 @@ class CodetetherClient:
 
     async def append_output(self, task_id: str, worker_id: str, output: str) -> None:
         body = TaskOutputChunk(worker_id=worker_id, output=output)
-        await self.request("POST", f"/v1/agent/tasks/{task_id}/output", json=self._body(body), idempotent=False)
+        await self.request(
+            "POST", f"/v1/agent/tasks/{task_id}/output", json=self._body(body), idempotent=False
+        )
 
     async def get_output(self, task_id: str) -> TaskOutput:
         return await self._call(TaskOutput, "GET", f"/v1/agent/tasks/{task_id}/output")
@@ -301,7 +303,10 @@ class CodetetherClient:
     async def sync_sessions(self, codebase_id: str, worker_id: str, sessions: list[SessionInfo]) -> int:
         body = SessionSync(worker_id=worker_id, sessions=sessions)
         answer = await self._call(
-            SessionSyncAnswer, "POST", f"/v1/agent/codebases/{codebase_id}/sessions/sync", json=self._body(body)
+            SessionSyncAnswer,
+            "POST",
+            f"/v1/agent/codebases/{codebase_id}/sessions/sync",
+            json=self._body(body),
         )
         return answer.sessions_count
 

@@ -17,7 +17,9 @@ from tests.support.services import free_port
 class ServerProcess:
     """``python -m codetether_server`` on a free port; kill() and start() keep the port and settings."""
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, log_dir: Path | None = None):
+    def __init__(
+        self, env: dict[str, str] | None = None, port: int | None = None, log_dir: Path | None = None
+    ):
         self.port = port or free_port()
         self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None

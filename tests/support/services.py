@@ -40,7 +40,9 @@ def _binary(name: str, extra_globs: tuple[str, ...] = ()) -> str:
         matches = sorted(glob.glob(pattern))
         if matches:
             return matches[-1]
-    raise RuntimeError(f"{name} is not installed; .ci/run installs it (apt-get install redis-server postgresql)")
+    raise RuntimeError(
+        f"{name} is not installed; .ci/run installs it (apt-get install redis-server postgresql)"
+    )
 
 
 class RedisServer:
@@ -110,7 +112,9 @@ class PostgresServer:
                 stderr=subprocess.DEVNULL,
             )
             self._initialised = True
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        )
         subprocess.run(
             self._run_as_owner(
                 [pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "start"]
