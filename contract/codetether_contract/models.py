@@ -281,6 +281,9 @@ class TaskStatusUpdate(_Request):
 class TaskOutputChunk(_Request):
     """``POST /v1/agent/tasks/{id}/output``: lines the agent printed, appended in order."""
 
+    # Output is kept byte for byte: stripping would eat the newlines between chunks.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", str_strip_whitespace=False)
+
     worker_id: str = Field(pattern=ID_PATTERN)
     output: str = Field(max_length=MAX_OUTPUT_CHUNK_CHARS)
 
