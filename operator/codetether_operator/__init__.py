@@ -1,0 +1,1 @@
+"""Kubernetes operator for CodeTether worker pools: CRD models, builders, planner, kopf handlers."""

@@ -326,6 +326,13 @@ class CodebaseStatus(_Spec):
         default_factory=list, description="For a global codebase: the pods that registered it."
     )
     phase: CodebasePhase = Field(default=CodebasePhase.PENDING, description="Pending, Registered or Failed.")
+    server_url: str | None = Field(
+        default=None,
+        description="Server the registration was made on (used to remove it even after the pool is gone).",
+    )
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Token Secret used for that server."
+    )
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Degraded.")
 
