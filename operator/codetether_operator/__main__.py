@@ -31,7 +31,9 @@ async def run(
     runtime = Runtime.create(settings, kube or Kube.from_environment())
     handlers.register(registry, runtime)
     kopf_settings = kopf.OperatorSettings()
-    configure_kopf(kopf_settings, settings)
+    configure_kopf(
+        kopf_settings, settings
+    )  # peering too: kopf.operator(peering_name=) would make it mandatory
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     try:
         await kopf.operator(
@@ -39,8 +41,6 @@ async def run(
             settings=kopf_settings,
             clusterwide=settings.cluster_wide,
             namespaces=settings.namespaces,
-            standalone=settings.standalone,
-            peering_name=settings.peering,
             liveness_endpoint=liveness,
             stop_flag=stop_flag,
             ready_flag=ready_flag,

@@ -128,6 +128,49 @@ def labels_match(labels: dict[str, str] | None, selector: dict[str, str]) -> boo
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def load_configuration(kubeconfig: str | None = None) -> Any:
+    """A ``kubernetes.client.Configuration``: in-cluster, else ``kubeconfig`` / ``$KUBECONFIG`` / ~/.kube/config.
+
+    ``$KUBECONFIG`` is read now, not when the kubernetes package was imported.
+    """
+    import os
+
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        config.load_kube_config(config_file=path.split(os.pathsep)[0], client_configuration=configuration)
+    return configuration
+
+
+def kopf_login(**_: Any) -> Any:
+    """kopf's credentials from the same configuration our own calls use."""
+    import kopf
+
+    configuration = load_configuration()
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (
+        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    )
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
 class Kube:
     """Async facade over the Kubernetes API for the operator's own calls."""
 

@@ -12,6 +12,8 @@ from codetether_operator.runtime import Runtime
 def register(registry: Any, runtime: Runtime) -> None:
     import kopf
 
-    kopf.on.login(registry=registry)(kopf.login_via_client)
+    from codetether_operator.kube import kopf_login
+
+    kopf.on.login(registry=registry)(kopf_login)
     PoolHandlers(runtime).register(registry)
     CodebaseHandlers(runtime).register(registry)
