@@ -391,12 +391,16 @@ class WorkerRuntime:
         log.info("claimed task %s (%s) for codebase %s", task.id, task.title, task.codebase_id)
         runner = asyncio.create_task(self._execute(task), name=f"task-{task.id}")
         self.running[task.id] = runner
+        if len(self.running) == self.config.max_concurrent_tasks:
+            self._heartbeat_now.set()  # active -> busy
         runner.add_done_callback(lambda _: self._task_done(task.id))
         return True
 
     def _task_done(self, task_id: str) -> None:
         self.running.pop(task_id, None)
         self._slots.release()
+        if len(self.running) == self.config.max_concurrent_tasks - 1:
+            self._heartbeat_now.set()  # busy -> active: say so now, not at the next beat
 
     async def _execute(self, task: Task) -> None:
         self.metrics.active_tasks.inc()
