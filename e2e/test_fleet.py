@@ -32,7 +32,7 @@ async def pool_ready(cluster: Cluster, name: str, replicas: int) -> dict[str, An
             and ready["status"] == "True"
             and status.get("readyReplicas") == replicas
             and status.get("registeredWorkers") == replicas
-            and status.get("observedGeneration") == pool["metadata"]["generation"]  # type: ignore[index]
+            and status.get("observedGeneration") == pool["metadata"]["generation"]
         ):
             return pool
         return None
@@ -47,7 +47,7 @@ async def codebase_registered(cluster: Cluster, name: str) -> dict[str, Any]:
         if (
             status.get("phase") == "Registered"
             and status.get("observedGeneration") == codebase["metadata"]["generation"]
-        ):  # type: ignore[index]
+        ):
             return codebase
         return None
 

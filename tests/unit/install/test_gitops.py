@@ -98,7 +98,7 @@ def planned_pool(
     view = server or plan.ServerView(
         workers=[registered(build.pod_name("workers", i)) for i in range(registered_workers)]
     )
-    observed = {child["kind"]: child for child in build.build_children(pool, spec)}
+    observed: dict[str, dict[str, Any] | None] = {c["kind"]: c for c in build.build_children(pool, spec)}
     result = plan.plan_pool(pool, spec, None, observed=observed, secret=None, pods=pods, server=view, now=NOW)
     return {**pool, "status": as_stored(result.status)}
 

@@ -16,6 +16,7 @@ from kopf._core.engines import peering
 from codetether_operator import settings as operator_settings
 from scripts.install_manifests import render_chart
 
+PEERING_RESOURCE = peering.references.Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
 PODS = ("codetether-operator-7d9f-aaaaa", "codetether-operator-7d9f-bbbbb")
 
 
@@ -40,7 +41,7 @@ async def paused(identity: str, mine: Any, peers: dict[str, dict[str, Any]]) -> 
     await peering.process_peering_event(
         raw_event={"type": "MODIFIED", "object": {"metadata": {"name": mine.peering.name}, "status": peers}},
         namespace=None,
-        resource=None,  # only used to clean up or touch peers, both off here
+        resource=PEERING_RESOURCE,
         identity=peering.Identity(identity),
         settings=mine,
         autoclean=False,
