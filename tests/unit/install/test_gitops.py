@@ -18,7 +18,7 @@ import yaml
 from codetether_contract.models import Worker, WorkerStatus
 from codetether_operator import build, plan
 from codetether_operator.models import parse_codebase_spec, parse_pool_spec
-from scripts.install_manifests import ROOT, render_chart
+from scripts.install_manifests import ROOT, chart_crds, render_chart
 from tests.unit.install.schemas import crd_schemas, validate_object
 
 GITOPS = ROOT / "deploy" / "gitops"
@@ -260,8 +260,6 @@ def test_argocd_config_embeds_the_current_script() -> None:
 
 
 def render_crd_kinds() -> list[dict[str, Any]]:
-    from scripts.install_manifests import chart_crds
-
     return chart_crds()
 
 

@@ -4,6 +4,7 @@ and skipped without a cluster."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -108,7 +109,7 @@ def test_hadolint_finds_problems(tmp_path: Path) -> None:
 
 
 def test_e2e_suite_is_collected_and_skipped_without_a_cluster() -> None:
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("E2E_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "e2e"],
         cwd=ROOT,
