@@ -102,3 +102,14 @@ def test_kustomize_builds_the_plain_manifest() -> None:
     objects = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
     key = lambda o: (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])  # noqa: E731
     assert sorted(map(key, objects)) == sorted(map(key, plain_objects()))
+
+
+def test_all_generated_install_artefacts_are_current() -> None:
+    check = subprocess.run(
+        [sys.executable, "scripts/update_install_artifacts.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr + "\nrun: python scripts/update_install_artifacts.py"
