@@ -97,7 +97,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await storage.start()
-        sweeper = asyncio.create_task(service.run_sweeper(), name="lease-sweeper")
+        stop_sweeping = asyncio.Event()
+        sweeper = asyncio.create_task(service.run_sweeper(stop_sweeping), name="lease-sweeper")
         log.info(
             "server started",
             extra={
@@ -110,9 +111,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            stop_sweeping.set()
+            try:
+                await asyncio.wait_for(sweeper, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("lease sweeper did not stop in time")
             await events.close()
             await storage.close()
 

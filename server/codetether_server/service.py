@@ -7,6 +7,7 @@ the store's atomic step, then publishes events and counts metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -384,15 +385,15 @@ class Service:
                 await self._announce(changed)
         return handled
 
-    async def run_sweeper(self) -> None:
-        while True:
+    async def run_sweeper(self, stop: asyncio.Event) -> None:
+        """Sweep every ``lease_sweep_interval`` until ``stop`` is set (a sweep in progress finishes)."""
+        while not stop.is_set():
             try:
                 await self.sweep_expired_leases()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("lease sweep failed")
-            await asyncio.sleep(self.settings.lease_sweep_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.lease_sweep_interval)
 
     # ------------------------------------------------------------------ sessions
 

@@ -1,0 +1,340 @@
+"""Redis storage: shared by several server replicas (not durable unless Redis persists).
+
+Every document is JSON under ``<prefix>:...``; sorted sets index tasks by status and by lease expiry.
+Each change is an optimistic transaction (WATCH the keys read, MULTI/EXEC the writes, retry when
+another replica wrote first), so a task is claimed exactly once whatever the number of replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from codetether_contract.models import (
+    Codebase,
+    Message,
+    Session,
+    Task,
+    TaskOutput,
+    TaskStatus,
+    WorkerRegistration,
+    WorkerStatus,
+)
+from codetether_server import leases
+from codetether_server.store.base import (
+    CodebaseUpsert,
+    Store,
+    TaskChange,
+    TaskNotFound,
+    TaskQuery,
+    WorkerRecord,
+    matches,
+    message_order,
+    sort_tasks,
+)
+
+T = TypeVar("T")
+
+_MGET_BATCH = 500
+
+
+def _texts(values: Iterable[Any]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _text_map(stored: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return dict(zip(_texts(stored.keys()), _texts(stored.values()), strict=True))
+
+
+class RedisStore(Store):
+    kind = "redis"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+        )
+
+    # ------------------------------------------------------------------ keys
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _worker_key(self, worker_id: str) -> str:
+        return self._k("worker", worker_id)
+
+    def _codebase_key(self, codebase_id: str) -> str:
+        return self._k("codebase", codebase_id)
+
+    def _task_key(self, task_id: str) -> str:
+        return self._k("task", task_id)
+
+    def _status_key(self, status: TaskStatus) -> str:
+        return self._k("tasks", "status", status.value)
+
+    def _held_key(self, worker_id: str) -> str:
+        return self._k("tasks", "held", worker_id)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def _optimistic(self, watch: list[str], body: Callable[[Pipeline], Awaitable[T]]) -> T:
+        """Run ``body`` under WATCH until no other client touched the watched keys meanwhile.
+
+        ``body`` reads in immediate mode, calls ``pipe.multi()`` and queues its writes; they are
+        executed here. It may watch more keys before ``multi()``.
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(*watch)
+                    result = await body(pipe)
+                    if pipe.explicit_transaction:
+                        await pipe.execute()
+                    else:
+                        await pipe.reset()
+                    return result
+                except WatchError:
+                    continue
+                except BaseException:
+                    await pipe.reset()
+                    raise
+
+    async def _mget(self, keys: list[str]) -> list[str]:
+        found: list[str] = []
+        for start in range(0, len(keys), _MGET_BATCH):
+            values = await self._redis.mget(keys[start : start + _MGET_BATCH])
+            found.extend(_texts(v for v in values if v is not None))
+        return found
+
+    # ------------------------------------------------------------------ workers
+
+    async def upsert_worker(self, reg: WorkerRegistration, now: datetime) -> WorkerRecord:
+        key = self._worker_key(reg.worker_id)
+
+        async def body(pipe: Pipeline) -> WorkerRecord:
+            raw = await pipe.get(key)
+            previous = WorkerRecord.model_validate_json(raw) if raw else None
+            record = WorkerRecord.from_registration(reg, now, previous)
+            pipe.multi()
+            pipe.set(key, record.model_dump_json())
+            pipe.sadd(self._k("workers"), record.id)
+            return record
+
+        return await self._optimistic([key], body)
+
+    async def get_worker(self, worker_id: str) -> WorkerRecord | None:
+        raw = await self._redis.get(self._worker_key(worker_id))
+        return WorkerRecord.model_validate_json(raw) if raw else None
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        ids = sorted(_texts(await self._redis.smembers(self._k("workers"))))
+        raws = await self._mget([self._worker_key(i) for i in ids])
+        return [WorkerRecord.model_validate_json(raw) for raw in raws]
+
+    async def touch_worker(
+        self, worker_id: str, status: WorkerStatus | None, active_tasks: int | None, now: datetime
+    ) -> WorkerRecord | None:
+        key = self._worker_key(worker_id)
+
+        async def body(pipe: Pipeline) -> WorkerRecord | None:
+            raw = await pipe.get(key)
+            if not raw:
+                return None
+            record = WorkerRecord.model_validate_json(raw).touched(status, active_tasks, now)
+            pipe.multi()
+            pipe.set(key, record.model_dump_json())
+            return record
+
+        return await self._optimistic([key], body)
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._worker_key(worker_id))
+            pipe.srem(self._k("workers"), worker_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    # ------------------------------------------------------------------ codebases
+
+    async def upsert_codebase(
+        self, upsert: CodebaseUpsert, new_id: str, now: datetime
+    ) -> tuple[Codebase, Codebase | None]:
+        # Every codebase write bumps this counter, so concurrent upserts of one name serialise.
+        version_key = self._k("codebases", "version")
+
+        async def body(pipe: Pipeline) -> tuple[Codebase, Codebase | None]:
+            existing: Codebase | None = None
+            if upsert.id is not None:
+                raw = await pipe.get(self._codebase_key(upsert.id))
+                existing = Codebase.model_validate_json(raw) if raw else None
+            else:
+                ids = _texts(await pipe.smembers(self._k("codebases")))
+                for raw in await pipe.mget([self._codebase_key(i) for i in ids]) if ids else []:
+                    if raw is None:
+                        continue
+                    candidate = Codebase.model_validate_json(raw)
+                    if candidate.name == upsert.name and candidate.worker_id == upsert.worker_id:
+                        existing = candidate
+                        break
+            codebase = upsert.apply(existing, new_id, now)
+            pipe.multi()
+            pipe.set(self._codebase_key(codebase.id), codebase.model_dump_json())
+            pipe.sadd(self._k("codebases"), codebase.id)
+            pipe.incr(version_key)
+            return codebase, existing
+
+        return await self._optimistic([version_key], body)
+
+    async def get_codebase(self, codebase_id: str) -> Codebase | None:
+        raw = await self._redis.get(self._codebase_key(codebase_id))
+        return Codebase.model_validate_json(raw) if raw else None
+
+    async def list_codebases(self, worker_id: str | None = None) -> list[Codebase]:
+        ids = _texts(await self._redis.smembers(self._k("codebases")))
+        raws = await self._mget([self._codebase_key(i) for i in ids])
+        found = [Codebase.model_validate_json(raw) for raw in raws]
+        found = [c for c in found if worker_id is None or c.worker_id == worker_id]
+        return sorted(found, key=lambda c: (c.created_at, c.id))
+
+    async def delete_codebase(self, codebase_id: str) -> Codebase | None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(self._codebase_key(codebase_id))
+            pipe.srem(self._k("codebases"), codebase_id)
+            pipe.incr(self._k("codebases", "version"))
+            raw, _, _ = await pipe.execute()
+        return Codebase.model_validate_json(raw) if raw else None
+
+    # ------------------------------------------------------------------ tasks
+
+    async def insert_task(self, task: Task) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._task_key(task.id), task.model_dump_json())
+            pipe.zadd(self._status_key(task.status), {task.id: task.created_at.timestamp()})
+            pipe.zadd(self._k("tasks", "all"), {task.id: task.created_at.timestamp()})
+            await pipe.execute()
+
+    async def get_task(self, task_id: str) -> Task | None:
+        raw = await self._redis.get(self._task_key(task_id))
+        return Task.model_validate_json(raw) if raw else None
+
+    async def list_tasks(self, query: TaskQuery) -> list[Task]:
+        if query.worker_id is not None and query.status is TaskStatus.RUNNING:
+            ids = _texts(await self._redis.smembers(self._held_key(query.worker_id)))
+        else:
+            index = self._status_key(query.status) if query.status else self._k("tasks", "all")
+            ids = _texts(await self._redis.zrange(index, 0, -1))
+        raws = await self._mget([self._task_key(i) for i in ids])
+        tasks = [t for t in (Task.model_validate_json(raw) for raw in raws) if matches(t, query)]
+        return sort_tasks(tasks)[: query.limit]
+
+    async def transition(self, task_id: str, change: TaskChange) -> tuple[Task, Task]:
+        key = self._task_key(task_id)
+
+        async def body(pipe: Pipeline) -> tuple[Task, Task]:
+            raw = await pipe.get(key)
+            if not raw:
+                raise TaskNotFound(task_id)
+            before = Task.model_validate_json(raw)
+            after = change(before)
+            worker: WorkerRecord | None = None
+            completed_now = after.status is TaskStatus.COMPLETED and before.status is not TaskStatus.COMPLETED
+            if completed_now and after.worker_id:
+                worker_key = self._worker_key(after.worker_id)
+                await pipe.watch(worker_key)
+                worker_raw = await pipe.get(worker_key)
+                if worker_raw:
+                    worker = WorkerRecord.model_validate_json(worker_raw)
+                    worker = worker.model_copy(update={"tasks_completed": worker.tasks_completed + 1})
+            pipe.multi()
+            pipe.set(key, after.model_dump_json())
+            self._reindex(pipe, before, after)
+            if worker is not None:
+                pipe.set(self._worker_key(worker.id), worker.model_dump_json())
+            return before, after
+
+        return await self._optimistic([key], body)
+
+    def _reindex(self, pipe: Pipeline, before: Task, after: Task) -> None:
+        if before.status is not after.status:
+            pipe.zrem(self._status_key(before.status), after.id)
+            pipe.zadd(self._status_key(after.status), {after.id: after.created_at.timestamp()})
+        if before.status is TaskStatus.RUNNING and before.worker_id:
+            pipe.srem(self._held_key(before.worker_id), after.id)
+        if after.status is TaskStatus.RUNNING and after.lease_expires_at is not None:
+            pipe.zadd(self._k("tasks", "leases"), {after.id: after.lease_expires_at.timestamp()})
+            if after.worker_id:
+                pipe.sadd(self._held_key(after.worker_id), after.id)
+        else:
+            pipe.zrem(self._k("tasks", "leases"), after.id)
+
+    async def running_task_ids(self, worker_id: str) -> list[str]:
+        return sorted(_texts(await self._redis.smembers(self._held_key(worker_id))))
+
+    async def expired_task_ids(self, now: datetime) -> list[str]:
+        return _texts(await self._redis.zrangebyscore(self._k("tasks", "leases"), "-inf", now.timestamp()))
+
+    async def count_tasks(self) -> dict[TaskStatus, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for status in TaskStatus:
+                pipe.zcard(self._status_key(status))
+            counts = await pipe.execute()
+        return {status: int(n) for status, n in zip(TaskStatus, counts, strict=True) if n}
+
+    # ------------------------------------------------------------------ output
+
+    async def append_output(self, task_id: str, chunk: str, limit: int) -> None:
+        key = self._k("output", task_id)
+
+        async def body(pipe: Pipeline) -> None:
+            stored = _text_map(await pipe.hgetall(key))
+            output, cut = leases.append_output(stored.get("output", ""), chunk, limit)
+            pipe.multi()
+            pipe.hset(
+                key, mapping={"output": output, "truncated": int(cut or stored.get("truncated") == "1")}
+            )
+
+        await self._optimistic([key], body)
+
+    async def get_output(self, task_id: str) -> TaskOutput:
+        stored = _text_map(await self._redis.hgetall(self._k("output", task_id)))
+        return TaskOutput(
+            task_id=task_id, output=stored.get("output", ""), truncated=stored.get("truncated") == "1"
+        )
+
+    # ------------------------------------------------------------------ sessions
+
+    async def upsert_sessions(self, sessions: list[Session]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for session in sessions:
+                pipe.hset(self._k("sessions", session.codebase_id), session.id, session.model_dump_json())
+            await pipe.execute()
+
+    async def list_sessions(self, codebase_id: str) -> list[Session]:
+        stored = await self._redis.hgetall(self._k("sessions", codebase_id))
+        return sorted((Session.model_validate_json(raw) for raw in stored.values()), key=lambda s: s.id)
+
+    async def get_session(self, codebase_id: str, session_id: str) -> Session | None:
+        raw = await self._redis.hget(self._k("sessions", codebase_id), session_id)
+        return Session.model_validate_json(raw) if raw else None
+
+    async def upsert_messages(self, codebase_id: str, messages: list[Message]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for message in messages:
+                key = self._k("messages", codebase_id, message.session_id)
+                pipe.hset(key, message.id, message.model_dump_json())
+            await pipe.execute()
+
+    async def list_messages(self, codebase_id: str, session_id: str) -> list[Message]:
+        stored = await self._redis.hgetall(self._k("messages", codebase_id, session_id))
+        return sorted((Message.model_validate_json(raw) for raw in stored.values()), key=message_order)
