@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -296,3 +297,22 @@ def test_chart_files_are_in_the_package() -> None:
         crd_files = {Path(c["filename"]).name for c in chart.crds}
     assert "README.md" in names
     assert crd_files == {p.name for p in (ROOT / "crds").glob("*.yaml")}
+
+
+def test_the_e2e_install_values_render_valid_objects() -> None:
+    spec = importlib.util.spec_from_file_location("install_chart", ROOT / "e2e" / "kind" / "install_chart.py")
+    assert spec is not None and spec.loader is not None
+    install_chart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install_chart)
+    values = install_chart.e2e_values("codetether-operator:e2e", "IfNotPresent", "codetether-e2e", 2)
+    objects = render_chart(values)
+    crds = crd_schemas()
+    for obj in objects:
+        validate_object(obj, crds)
+    [deployment] = by_kind(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "codetether-operator"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "codetether-operator:e2e"
+    accounts = {
+        (a["metadata"]["namespace"], a["metadata"]["name"]) for a in by_kind(objects, "ServiceAccount")
+    }
+    assert ("codetether-e2e", "codetether-worker") in accounts
