@@ -248,3 +248,15 @@ def test_the_process_exits_2_with_one_line(argv: list[str]) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("codetether-worker: error: ")
+
+
+def test_docs_table_matches_the_options() -> None:
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "worker.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in docs.splitlines() if line.startswith("| `")}
+    for option in OPTIONS:
+        row = rows.get(f"`{option.key}`")
+        assert row is not None, f"docs/worker.md has no row for {option.key}"
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        assert cells[1] == f"`{option.env}`"
+        assert cells[2] == ", ".join(f"`{flag}`" for flag in option.flags)
+        assert cells[3] == option.default_text
