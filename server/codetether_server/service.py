@@ -133,12 +133,14 @@ class Service:
             version=record.version,
         )
 
-    async def _worker_view(self, record: WorkerRecord) -> routing.WorkerView:
-        own = await self.store.list_codebases(record.id)
+    async def _worker_view(self, record: WorkerRecord, *, for_global: bool = True) -> routing.WorkerView:
+        """Routing's view of a worker; whether it serves global tasks is looked up only when asked."""
+        serves_global = False
+        if for_global:
+            own = await self.store.list_codebases(record.id)
+            serves_global = routing.serves_global(record.id, record.global_codebase_id, own)
         return routing.WorkerView(
-            id=record.id,
-            capabilities=frozenset(record.capabilities),
-            serves_global=routing.serves_global(record.id, record.global_codebase_id, own),
+            id=record.id, capabilities=frozenset(record.capabilities), serves_global=serves_global
         )
 
     # ------------------------------------------------------------------ codebases
@@ -288,10 +290,10 @@ class Service:
         return ClaimAnswer(task=after, lease_expires_at=after.lease_expires_at)
 
     async def _check_eligible(self, task: Task, record: WorkerRecord) -> None:
-        codebase = None
-        if task.codebase_id != GLOBAL_CODEBASE:
-            codebase = await self.store.get_codebase(task.codebase_id)
-        decision = routing.may_run(task, codebase, await self._worker_view(record))
+        is_global = task.codebase_id == GLOBAL_CODEBASE
+        codebase = None if is_global else await self.store.get_codebase(task.codebase_id)
+        view = await self._worker_view(record, for_global=is_global)
+        decision = routing.may_run(task, codebase, view)
         if not decision.allowed:
             self.metrics.claims.labels("conflict").inc()
             raise Conflict(decision.reason)

@@ -31,7 +31,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "storage",
         "A2A_STORAGE",
         "",
-        "memory | redis | postgres. Empty: postgres when DATABASE_URL is set, else redis when "
+        "memory, redis or postgres. Empty: postgres when DATABASE_URL is set, else redis when "
         "A2A_REDIS_URL is set, else memory.",
     ),
     SettingSpec("database_url", "DATABASE_URL", "", "PostgreSQL URL (durable storage, several replicas)."),
@@ -86,7 +86,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "db_pool_size", "A2A_DB_POOL_SIZE", "10", "PostgreSQL connections per server process (maximum)."
     ),
-    SettingSpec("log_level", "A2A_LOG_LEVEL", "info", "debug | info | warning | error."),
+    SettingSpec("log_level", "A2A_LOG_LEVEL", "info", "debug, info, warning or error."),
 )
 
 

@@ -63,3 +63,13 @@ def test_flags_win_over_the_environment() -> None:
     args = build_parser().parse_args(["--port", "9001", "--lease-seconds", "5"])
     settings = settings_from(args, {"A2A_PORT": "8001", "A2A_MAX_ATTEMPTS": "7"})
     assert (settings.port, settings.lease_seconds, settings.max_attempts) == (9001, 5, 7)
+
+
+def test_the_docs_table_lists_every_setting_with_its_default() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "server.md").read_text()
+    for spec in SETTINGS:
+        default = f"`{spec.default}`" if spec.default else "(empty)"
+        row = f"| `{spec.env}` | `--{spec.field.replace('_', '-')}` | {default} | {spec.help} |"
+        assert row in docs, row
