@@ -82,6 +82,10 @@ class Placements:
     def record(self, namespace: str, name: str, pool: str, pod: str) -> None:
         self._local[(namespace, name)] = (pool, pod)
 
+    def get(self, namespace: str, name: str) -> tuple[str, str] | None:
+        """(pool, pod) this process last placed the codebase on."""
+        return self._local.get((namespace, name))
+
     def forget(self, namespace: str, name: str) -> None:
         self._local.pop((namespace, name), None)
 

@@ -129,10 +129,10 @@ class KubeTestClient:
 
 
 async def eventually(
-    probe: Callable[[], T | Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.2, what: str = ""
+    probe: Callable[[], T | Awaitable[T]], *, within: float = 30.0, interval: float = 0.2, what: str = ""
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with the last value after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``probe`` until it returns something truthy; fail with the last value after ``within`` seconds."""
+    deadline = time.monotonic() + within
     last: Any = None
     while True:
         value = probe()
@@ -142,5 +142,5 @@ async def eventually(
         if value:
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached after {timeout}s: {what or probe!r}; last: {last!r}")
+            raise AssertionError(f"not reached after {within}s: {what or probe!r}; last: {last!r}")
         await asyncio.sleep(interval)

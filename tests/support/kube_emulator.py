@@ -23,6 +23,7 @@ kubeconfig pointing at it: the same tests run against a real cluster with anothe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import itertools
@@ -159,7 +160,7 @@ class StampingEmulator(KubernetesEmulator):  # type: ignore[misc]
         elif request.action == enums.action.UPDATE and request.name is not None:
             key = (request.resource, request.namespace, request.name)
             async with self._lock:
-                current = self._objects[key] if key in self._objects else None
+                current = self._objects[key] if key in self._objects else None  # noqa: SIM401 (no .get)
                 if current is None or current.deleted:
                     raise KubernetesObjectNotFoundError()
                 object.__setattr__(request, "data", self._stamped_patch(request, dict(current.raw)))
@@ -172,9 +173,12 @@ class StampingEmulator(KubernetesEmulator):  # type: ignore[misc]
             import jsonpatch
 
             for op in patch:
-                if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion":
-                    if current.get("metadata", {}).get("resourceVersion") != op.get("value"):
-                        raise KubernetesObjectConflictError()
+                if (
+                    op.get("op") == "test"
+                    and op.get("path") == "/metadata/resourceVersion"
+                    and current.get("metadata", {}).get("resourceVersion") != op.get("value")
+                ):
+                    raise KubernetesObjectConflictError()
             updated = jsonpatch.apply_patch(current, patch, in_place=False)
             patch = _diff_as_merge(current, updated)
         patch = dict(patch or {})
@@ -288,10 +292,8 @@ class KubeEmulatorThread:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
             if self._runner is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self._runner.result(10)  # type: ignore[call-arg]
-                except Exception:
-                    pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

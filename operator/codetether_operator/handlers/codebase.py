@@ -146,6 +146,11 @@ class CodebaseHandlers:
                 server = CodebaseServerView(error=message, error_reason=reason)
 
         counts: dict[str, int] = {}
+        placed = self.rt.placements.get(namespace, name)
+        if spec is not None and placed is not None and placed[0] == spec.pool and not status.get("workers"):
+            # A status write still on its way back through the watch: trust what this process decided.
+            status = {**status, "worker": placed[1]}
+            codebase = {**codebase, "status": status}
         if spec is not None:
             indexed = list((index or {}).get((namespace, spec.pool), []))
             counts = self.rt.placements.counts(namespace, spec.pool, indexed)
