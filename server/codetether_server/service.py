@@ -151,7 +151,7 @@ class Service:
             raise BadRequest(
                 'codebase_id "global" registers a worker\'s global codebase: worker_id is required'
             )
-        if not request.worker_id and not await self._any_worker_online():
+        if not request.worker_id and not await self.store.list_workers():
             raise BadRequest(NO_WORKERS_DETAIL)
         upsert = CodebaseUpsert(
             id=global_codebase_id(request.worker_id)
@@ -179,14 +179,6 @@ class Service:
             },
         )
         return codebase
-
-    async def _any_worker_online(self) -> bool:
-        now = self.clock()
-        return any(
-            leases.worker_status(w.status, w.last_heartbeat, now, self.settings.worker_offline_seconds)
-            is not WorkerStatus.OFFLINE
-            for w in await self.store.list_workers()
-        )
 
     async def list_codebases(self, worker_id: str | None) -> list[Codebase]:
         return await self.store.list_codebases(worker_id)

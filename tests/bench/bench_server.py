@@ -101,46 +101,35 @@ def _server_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_backend(
-    name: str, env: dict[str, str], seconds: float, processes: int, concurrency: int
+def _drive(
+    server: ServerProcess, codebase: str, processes: int, concurrency: int, seconds: float, tag: str
 ) -> dict[str, Any]:
-    server = ServerProcess(env={**env, "A2A_LOG_LEVEL": "warning", "A2A_DB_POOL_SIZE": "20"})
-    server.start()
-    try:
-        assert server.process is not None
-        http = httpx.Client(base_url=server.url)
-        http.post("/v1/agent/workers/register", json={"worker_id": "bench-owner"}).raise_for_status()
-        codebase = http.post("/v1/agent/codebases", json={"name": "bench", "path": "/bench"}).json()[
-            "codebase"
-        ]["id"]
-        start_at = time.time() + 2.0  # every process imports and connects first
-        stop_at = start_at + seconds
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        workers = [
-            ctx.Process(
-                target=_load_process,
-                args=((server.url, f"bench-{i}", codebase, concurrency, start_at, stop_at), queue),
-            )
-            for i in range(processes)
-        ]
-        for process in workers:
-            process.start()
-        time.sleep(max(0.0, start_at - time.time()))
-        server_cpu_before = _server_cpu_seconds(server.process.pid)
-        outcomes = [queue.get(timeout=seconds + 60) for _ in workers]
-        server_cpu = _server_cpu_seconds(server.process.pid) - server_cpu_before
-        for process in workers:
-            process.join(10)
-        http.close()
-    finally:
-        server.stop()
+    """Run the load processes against ``server`` for ``seconds``; the summed outcome."""
+    assert server.process is not None
+    start_at = time.time() + 2.0  # every process imports and connects first
+    stop_at = start_at + seconds
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_load_process,
+            args=((server.url, f"bench-{tag}-{i}", codebase, concurrency, start_at, stop_at), queue),
+        )
+        for i in range(processes)
+    ]
+    for process in workers:
+        process.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    server_cpu_before = _server_cpu_seconds(server.process.pid)
+    outcomes = [queue.get(timeout=seconds + 60) for _ in workers]
+    server_cpu = _server_cpu_seconds(server.process.pid) - server_cpu_before
+    for process in workers:
+        process.join(10)
     completed = sum(o["completed"] for o in outcomes)
     claims = [ms for o in outcomes for ms in o["claim_ms"]]
     cycles = [ms for o in outcomes for ms in o["cycle_ms"]]
     client_cpu = sum(o["cpu_s"] for o in outcomes)
     return {
-        "backend": name,
         "seconds": seconds,
         "client_processes": processes,
         "concurrency_per_process": concurrency,
@@ -159,6 +148,24 @@ def run_backend(
     }
 
 
+def run_backend(
+    name: str, env: dict[str, str], seconds: float, processes: int, concurrency: int, idle_seconds: float
+) -> dict[str, Any]:
+    """Loaded run (throughput), then one client alone (latency without queueing)."""
+    server = ServerProcess(env={**env, "A2A_LOG_LEVEL": "warning", "A2A_DB_POOL_SIZE": "20"})
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            http.post("/v1/agent/workers/register", json={"worker_id": "bench-owner"}).raise_for_status()
+            answer = http.post("/v1/agent/codebases", json={"name": "bench", "path": "/bench"})
+            codebase = answer.json()["codebase"]["id"]
+        loaded = _drive(server, codebase, processes, concurrency, seconds, "loaded")
+        alone = _drive(server, codebase, 1, 1, idle_seconds, "alone")
+    finally:
+        server.stop()
+    return {"backend": name, "loaded": loaded, "single_client": alone}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,6 +173,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per backend")
     parser.add_argument("--processes", type=int, default=4, help="load-generating processes")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent loops per process")
+    parser.add_argument("--idle-seconds", type=float, default=3.0, help="seconds of the single-client run")
     parser.add_argument("--backends", default="memory,redis,postgres")
     args = parser.parse_args()
 
@@ -190,15 +198,18 @@ def main() -> None:
             "postgres": {**common, "A2A_STORAGE": "postgres", "DATABASE_URL": database_url},
         }
         for name in args.backends.split(","):
-            result = run_backend(name, envs[name], args.seconds, args.processes, args.concurrency)
-            results.append(result)
-            print(
-                f"{name:9s} {result['tasks_per_second']:8.1f} tasks/s  "
-                f"claim p50 {result['claim_ms_p50']:6.2f} ms  p99 {result['claim_ms_p99']:7.2f} ms  "
-                f"client CPU {result['client_cpu_ms_per_task']} ms/task  "
-                f"server CPU {result['server_cpu_ms_per_task']} ms/task  errors {result['errors']}",
-                flush=True,
+            result = run_backend(
+                name, envs[name], args.seconds, args.processes, args.concurrency, args.idle_seconds
             )
+            results.append(result)
+            for label, run in (("loaded", result["loaded"]), ("1 client", result["single_client"])):
+                print(
+                    f"{name:9s} {label:8s} {run['tasks_per_second']:7.1f} tasks/s  "
+                    f"claim p50 {run['claim_ms_p50']:6.2f} ms  p99 {run['claim_ms_p99']:7.2f} ms  "
+                    f"client CPU {run['client_cpu_ms_per_task']} ms/task  "
+                    f"server CPU {run['server_cpu_ms_per_task']} ms/task  errors {run['errors']}",
+                    flush=True,
+                )
         drop_database(admin_url, database)
     finally:
         if postgres_server is not None:
@@ -217,7 +228,8 @@ def main() -> None:
         "notes": (
             "One server process per backend, events published on Redis for every backend. Load from "
             "several processes with one httpx client each; client and server share the machine's cores. "
-            "requests_per_second counts the three calls of each task."
+            "'loaded': processes x concurrency loops; 'single_client': one loop alone (latency without "
+            "queueing). requests_per_second counts the three calls of each task."
         ),
         "results": results,
     }
