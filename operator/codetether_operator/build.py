@@ -157,6 +157,8 @@ def _env(spec: PoolSpec) -> list[dict[str, Any]]:
         {"name": "A2A_WORKER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "A2A_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"},
         {"name": "A2A_SERVER_URL", "value": spec.server.url},
+        # The root filesystem is read-only: whatever wants a writable home (git, agents) gets /tmp.
+        {"name": "HOME", "value": "/tmp"},
     ]
     if spec.server.redis_url:
         env.append({"name": "A2A_REDIS_URL", "value": spec.server.redis_url})

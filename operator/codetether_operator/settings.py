@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ class OperatorSettings:
     namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
     peering: str = "codetether-operator"
     standalone: bool = False
+    priority: int | None = None  # None: a random one per process, so replicas never tie
     server_url_override: str | None = None
     metrics_port: int = 8080  # 0 disables
     liveness_port: int = 8081  # 0 disables
@@ -50,6 +52,12 @@ _OPTIONS = [
     ),
     _Option("peering", "--peering", str, "kopf peering name: replicas sharing it elect one active operator"),
     _Option("standalone", "--standalone", bool, "no peering (a single replica; also for tests)"),
+    _Option(
+        "priority",
+        "--priority",
+        int,
+        "kopf peering priority; the highest live replica is active (default: random per start-up)",
+    ),
     _Option(
         "server_url_override",
         "--server-url",
@@ -117,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar=option.flag.strip("-").upper().replace("-", "_"),
                 type=option.kind,
                 default=None,
-                help=f"{option.help} (default: {default}) [{env}]",
+                help=f"{option.help}{f' (default: {default})' if default is not None else ''} [{env}]",
             )
     return parser
 
@@ -181,5 +189,10 @@ def configure_kopf(kopf_settings: Any, settings: OperatorSettings) -> None:
     kopf_settings.peering.standalone = settings.standalone
     kopf_settings.peering.mandatory = False
     kopf_settings.peering.clusterwide = settings.cluster_wide
+    # kopf pauses every operator that shares the top priority, so replicas must never tie: a random
+    # priority per process leaves exactly one active (a restarted replica may take over; harmless).
+    kopf_settings.peering.priority = (
+        settings.priority if settings.priority is not None else random.SystemRandom().randint(1, 2**31 - 1)
+    )
     # Events at INFO and above only: debug chatter stays in logs, not in `kubectl describe`.
     kopf_settings.posting.level = 20
