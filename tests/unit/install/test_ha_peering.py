@@ -60,12 +60,7 @@ async def test_two_replicas_leave_exactly_one_active(monkeypatch: pytest.MonkeyP
     peers = {
         pod: {"priority": s.peering.priority, "lifetime": 60, "lastseen": now} for pod, s in replicas.items()
     }
-    if len({s.peering.priority for s in replicas.values()}) == 1:
-        pytest.xfail(
-            "PENDING on the operator (issue 4): every replica gets kopf peering priority "
-            f"{next(iter(replicas.values())).peering.priority}, and kopf pauses all operators that share the "
-            "top priority, so replicaCount > 1 reconciles nothing. The operator must give each replica "
-            "its own priority (e.g. random at start-up)."
-        )
+    # kopf pauses every operator when live peers share the top priority: replicas must never tie.
+    assert len({s.peering.priority for s in replicas.values()}) == len(PODS), "replicas tie on priority"
     states = {pod: await paused(pod, s, peers) for pod, s in replicas.items()}
     assert sorted(states.values()) == [False, True], states
