@@ -132,6 +132,17 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
+    async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("storage unavailable", extra={"path": request.url.path, "error": repr(exc)})
+        return JSONResponse(
+            {"detail": f"storage ({storage.kind}) unavailable: {exc.__class__.__name__}"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for error_type in storage.unavailable_errors:
+        app.add_exception_handler(error_type, _storage_unavailable)
+
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
         return Health(status="ok", storage=storage.kind)

@@ -120,6 +120,8 @@ class Store(abc.ABC):
     """Storage of workers, codebases, tasks, task output, sessions and messages."""
 
     kind: str = ""
+    unavailable_errors: tuple[type[Exception], ...] = ()
+    """Exceptions meaning "storage unreachable": answered with 503, which clients retry."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema."""

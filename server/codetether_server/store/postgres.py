@@ -12,10 +12,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from codetether_contract.models import (
     Codebase,
@@ -198,6 +198,7 @@ _MESSAGE_UPSERT = _insert(
 
 class PostgresStore(Store):
     kind = "postgres"
+    unavailable_errors = (OperationalError, PoolTimeout)
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from codetether_contract.models import (
@@ -53,6 +55,7 @@ def _text_map(stored: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
 
 class RedisStore(Store):
     kind = "redis"
+    unavailable_errors = (RedisConnectionError, RedisTimeoutError)
 
     def __init__(self, url: str, prefix: str) -> None:
         self.prefix = prefix

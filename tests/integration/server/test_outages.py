@@ -61,6 +61,9 @@ async def test_readyz_follows_the_storage(own_redis: RedisServer) -> None:
         assert answer.status_code == 503
         assert answer.json()["status"] == "unavailable"
         assert (await api.http.get("/healthz")).status_code == 200
+        refused = await api.http.post("/v1/agent/workers/register", json={"worker_id": "w1"})
+        assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+        assert refused.json()["detail"].startswith("storage (redis) unavailable")
         own_redis.start()
         assert (await api.http.get("/readyz")).status_code == 200
         await api.worker("w1")  # and the store works again
