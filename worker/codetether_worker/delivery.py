@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 REDIS_BACKOFF_BASE = 0.5
 REDIS_BACKOFF_CAP = 5.0
+SERVER_PROBLEMS: tuple[type[Exception], ...] = (ServerUnavailableError, ApiError, ValueError)
+"""What a call to the server can raise: unreachable, an error status, or an answer we cannot read."""
 SAFETY_POLL_INTERVAL = 30.0
 """Reactive mode still polls this often: an event published in a gap nobody noticed is not lost."""
 
@@ -152,7 +154,7 @@ class Delivery:
             try:
                 await self.poll_once()
                 self._on_poll_ok()
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self.metrics.server_errors.labels(operation="poll").inc()
                 self._on_poll_error(exc)
                 log.warning("polling for tasks failed: %s", exc)

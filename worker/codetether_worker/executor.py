@@ -314,6 +314,11 @@ async def run_agent(
         await asyncio.shield(terminate_group(process))
         readers.cancel()
         await asyncio.gather(readers, exited, return_exceptions=True)
+        # Process has no public close; closing its transport frees the pipes even when a stray
+        # grandchild still holds them, instead of leaving that to the garbage collector.
+        transport = getattr(process, "_transport", None)
+        if transport is not None:
+            transport.close()
         if batcher:
             await asyncio.shield(batcher.close())
 

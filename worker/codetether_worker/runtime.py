@@ -45,7 +45,7 @@ from codetether_contract.models import (
 )
 from codetether_worker import __version__
 from codetether_worker.config import WorkerConfig
-from codetether_worker.delivery import CandidateQueue, Delivery
+from codetether_worker.delivery import SERVER_PROBLEMS, CandidateQueue, Delivery
 from codetether_worker.executor import AgentOutcome, AgentRun, run_agent
 from codetether_worker.health import HealthServer, WorkerMetrics
 from codetether_worker.sessions import SessionSyncer
@@ -53,6 +53,7 @@ from codetether_worker.storage_layout import STORAGE_ENV
 
 log = logging.getLogger("codetether_worker")
 
+SERVER_PROBLEMS_OR_TIMEOUT: tuple[type[Exception], ...] = (*SERVER_PROBLEMS, TimeoutError)
 REPORT_RETRY_SECONDS = 300.0
 """How long a finished task's result is retried while the server is unreachable."""
 CLONE_TIMEOUT_SECONDS = 900.0
@@ -257,7 +258,7 @@ class WorkerRuntime:
             try:
                 await self.register()
                 return True
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("register", exc)
                 delay = min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
                 log.warning("registration failed (%s); retrying in %.1fs", exc, delay)
@@ -280,6 +281,7 @@ class WorkerRuntime:
             log.info("codebase %s is no longer assigned to this worker", codebase_id)
         added = [cb for cid, cb in fresh.items() if self.assigned.get(cid) != cb]
         self.assigned = fresh
+        self.shared.clear()  # codebases without a worker are looked up again on their next task
         for codebase in added:
             try:
                 await self.folders.prepare(codebase)
@@ -294,7 +296,7 @@ class WorkerRuntime:
             try:
                 await self.refresh_codebases()
                 self.delivery.request_poll()
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("codebases", exc)
                 log.warning("refreshing codebases failed: %s", exc)
 
@@ -352,7 +354,7 @@ class WorkerRuntime:
                 await self.heartbeat_once()
                 if not self.stopping.is_set():
                     await self.refresh_codebases()
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("heartbeat", exc)
                 log.warning("heartbeat failed: %s", exc)
 
@@ -381,7 +383,7 @@ class WorkerRuntime:
             # Unknown task (deleted) or unknown worker (server lost us): the heartbeat sorts out the latter.
             self._heartbeat_now.set()
             return False
-        except (ServerUnavailableError, ApiError) as exc:
+        except SERVER_PROBLEMS as exc:
             self._server_failed("claim", exc)
             log.warning("claiming %s failed: %s", task_id, exc)
             return False
@@ -410,7 +412,7 @@ class WorkerRuntime:
                 folder = await self.folders.prepare(codebase)
             except TaskSetupError as exc:
                 outcome = AgentOutcome(status=TaskStatus.FAILED, error=str(exc))
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("codebases", exc)
                 outcome = AgentOutcome(status=TaskStatus.FAILED, error=f"cannot look up codebase: {exc}")
             else:
@@ -418,6 +420,9 @@ class WorkerRuntime:
         except asyncio.CancelledError:
             await asyncio.shield(self._hand_back(task))
             raise
+        except Exception as exc:  # a bug here must not strand the task until its lease expires
+            log.exception("running task %s failed inside the worker", task.id)
+            outcome = AgentOutcome(status=TaskStatus.FAILED, error=f"worker error: {exc!r}")
         finally:
             self.metrics.active_tasks.dec()
         await self._report(task, outcome)
@@ -430,7 +435,7 @@ class WorkerRuntime:
         async def send_output(text: str) -> None:
             try:
                 await self.client.append_output(task.id, self.worker_id, text)
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("output", exc)
                 raise
 
@@ -481,7 +486,7 @@ class WorkerRuntime:
             except NotFoundError as exc:
                 log.warning("task %s unknown to the server when reporting (%s)", task.id, exc.detail)
                 return
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("report", exc)
                 if time.monotonic() > deadline:
                     log.error("giving up reporting task %s: %s", task.id, exc)
@@ -499,7 +504,7 @@ class WorkerRuntime:
             )
             self.metrics.tasks_completed.labels(status="handed_back").inc()
             log.info("handed task %s back to the server", task.id)
-        except (ServerUnavailableError, ApiError, TimeoutError) as exc:
+        except SERVER_PROBLEMS_OR_TIMEOUT as exc:
             log.warning(
                 "handing back task %s failed (%s); the server requeues it when its lease ends", task.id, exc
             )
@@ -525,7 +530,7 @@ class WorkerRuntime:
             await asyncio.sleep(interval)
             try:
                 await self.sync_sessions_once()
-            except (ServerUnavailableError, ApiError) as exc:
+            except SERVER_PROBLEMS as exc:
                 self._server_failed("session_sync", exc)
                 log.warning("session sync failed: %s", exc)
 
@@ -601,7 +606,7 @@ class WorkerRuntime:
             return
         try:
             await asyncio.wait_for(self.sync_sessions_once(), 10.0)
-        except (ServerUnavailableError, ApiError, TimeoutError) as exc:
+        except SERVER_PROBLEMS_OR_TIMEOUT as exc:
             log.warning("final session sync failed: %s", exc)
 
     async def _unregister(self) -> None:
@@ -610,7 +615,7 @@ class WorkerRuntime:
             log.info("unregistered %s", self.worker_id)
         except NotFoundError:
             pass
-        except (ServerUnavailableError, ApiError, TimeoutError) as exc:
+        except SERVER_PROBLEMS_OR_TIMEOUT as exc:
             log.warning("unregister failed: %s", exc)
 
 

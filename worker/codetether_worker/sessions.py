@@ -139,8 +139,16 @@ def read_sessions(storage: Path) -> list[SessionRecord]:
     folder = storage / SESSIONS_DIR
     if not folder.is_dir():
         return []
-    records = [read_session(storage, path) for path in sorted(folder.glob("*.json"))]
-    return [record for record in records if record is not None]
+    records: list[SessionRecord] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = read_session(storage, path)
+        except OSError as exc:  # removed or rewritten while we read: next sync sees it
+            log.debug("skipping agent session %s: %s", path, exc)
+            continue
+        if record is not None:
+            records.append(record)
+    return records
 
 
 def codebase_for(directory: str, codebase_paths: dict[str, str]) -> str | None:

@@ -68,6 +68,7 @@ class WorkerProcess:
     drain_timeout: float = 10.0
     task_timeout: float = 120.0
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     health_port: int = 0
 
@@ -106,7 +107,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.health_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("A2A_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("A2A_")} | self.env
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
@@ -292,7 +293,8 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     redis_url = server_env.get("A2A_REDIS_URL")
     fleet = Fleet(server, tmp_path, redis_url, server_env.get("A2A_REDIS_PREFIX", "codetether"))
-    client = CodetetherClient(server.url, retries=6)
+    tokens = server_env.get("A2A_AUTH_TOKENS", "")
+    client = CodetetherClient(server.url, retries=6, token=tokens.split(",")[0] or None)
     try:
         yield Harness(server=server, client=client, fleet=fleet, root=tmp_path)
     finally:
