@@ -71,6 +71,11 @@ class RedisStore(Store):
     def _worker_key(self, worker_id: str) -> str:
         return self._k("worker", worker_id)
 
+    def _completed_key(self, worker_id: str) -> str:
+        # A counter beside the worker's document: completing a task increments it without
+        # reading (and watching) the worker.
+        return self._k("worker", worker_id, "completed")
+
     def _codebase_key(self, codebase_id: str) -> str:
         return self._k("codebase", codebase_id)
 
@@ -126,24 +131,39 @@ class RedisStore(Store):
         key = self._worker_key(reg.worker_id)
 
         async def body(pipe: Pipeline) -> WorkerRecord:
-            raw = await pipe.get(key)
-            previous = WorkerRecord.model_validate_json(raw) if raw else None
+            raw, completed = await pipe.mget([key, self._completed_key(reg.worker_id)])
+            previous = self._worker(raw, completed) if raw else None
             record = WorkerRecord.from_registration(reg, now, previous)
             pipe.multi()
             pipe.set(key, record.model_dump_json())
+            if previous is None:
+                pipe.set(self._completed_key(record.id), 0)
             pipe.sadd(self._k("workers"), record.id)
             return record
 
         return await self._optimistic([key], body)
 
+    @staticmethod
+    def _worker(raw: Any, completed: Any) -> WorkerRecord:
+        record = WorkerRecord.model_validate_json(raw)
+        return record.model_copy(update={"tasks_completed": int(completed or 0)})
+
     async def get_worker(self, worker_id: str) -> WorkerRecord | None:
-        raw = await self._redis.get(self._worker_key(worker_id))
-        return WorkerRecord.model_validate_json(raw) if raw else None
+        raw, completed = await self._redis.mget([self._worker_key(worker_id), self._completed_key(worker_id)])
+        return self._worker(raw, completed) if raw else None
 
     async def list_workers(self) -> list[WorkerRecord]:
         ids = sorted(_texts(await self._redis.smembers(self._k("workers"))))
-        raws = await self._mget([self._worker_key(i) for i in ids])
-        return [WorkerRecord.model_validate_json(raw) for raw in raws]
+        if not ids:
+            return []
+        values = await self._redis.mget(
+            [k for i in ids for k in (self._worker_key(i), self._completed_key(i))]
+        )
+        return [
+            self._worker(raw, completed)
+            for raw, completed in zip(values[::2], values[1::2], strict=True)
+            if raw
+        ]
 
     async def touch_worker(
         self, worker_id: str, status: WorkerStatus | None, active_tasks: int | None, now: datetime
@@ -151,10 +171,10 @@ class RedisStore(Store):
         key = self._worker_key(worker_id)
 
         async def body(pipe: Pipeline) -> WorkerRecord | None:
-            raw = await pipe.get(key)
+            raw, completed = await pipe.mget([key, self._completed_key(worker_id)])
             if not raw:
                 return None
-            record = WorkerRecord.model_validate_json(raw).touched(status, active_tasks, now)
+            record = self._worker(raw, completed).touched(status, active_tasks, now)
             pipe.multi()
             pipe.set(key, record.model_dump_json())
             return record
@@ -164,8 +184,9 @@ class RedisStore(Store):
     async def delete_worker(self, worker_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._worker_key(worker_id))
+            pipe.delete(self._completed_key(worker_id))
             pipe.srem(self._k("workers"), worker_id)
-            deleted, _ = await pipe.execute()
+            deleted, _, _ = await pipe.execute()
         return bool(deleted)
 
     # ------------------------------------------------------------------ codebases
@@ -250,20 +271,12 @@ class RedisStore(Store):
                 raise TaskNotFound(task_id)
             before = Task.model_validate_json(raw)
             after = change(before)
-            worker: WorkerRecord | None = None
-            completed_now = after.status is TaskStatus.COMPLETED and before.status is not TaskStatus.COMPLETED
-            if completed_now and after.worker_id:
-                worker_key = self._worker_key(after.worker_id)
-                await pipe.watch(worker_key)
-                worker_raw = await pipe.get(worker_key)
-                if worker_raw:
-                    worker = WorkerRecord.model_validate_json(worker_raw)
-                    worker = worker.model_copy(update={"tasks_completed": worker.tasks_completed + 1})
             pipe.multi()
             pipe.set(key, after.model_dump_json())
             self._reindex(pipe, before, after)
-            if worker is not None:
-                pipe.set(self._worker_key(worker.id), worker.model_dump_json())
+            completed_now = after.status is TaskStatus.COMPLETED and before.status is not TaskStatus.COMPLETED
+            if completed_now and after.worker_id:
+                pipe.incr(self._completed_key(after.worker_id))
             return before, after
 
         return await self._optimistic([key], body)
