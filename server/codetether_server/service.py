@@ -168,7 +168,7 @@ class Service:
         codebase, previous = await self.store.upsert_codebase(upsert, uuid.uuid4().hex, self.clock())
         if previous is not None and previous.worker_id and previous.worker_id != codebase.worker_id:
             await self.events.codebase_changed(EventType.CODEBASE_REMOVED, previous, previous.worker_id)
-        if codebase.worker_id:
+        if codebase.worker_id and _worker_sees_change(previous, codebase):
             await self.events.codebase_changed(EventType.CODEBASE_ASSIGNED, codebase, codebase.worker_id)
         log.info(
             "codebase registered",
@@ -473,3 +473,11 @@ class Service:
         if task.codebase_id != GLOBAL_CODEBASE:
             codebase = await self.store.get_codebase(task.codebase_id)
         await self.events.task_available(task, codebase)
+
+
+def _worker_sees_change(previous: Codebase | None, current: Codebase) -> bool:
+    """Re-registering an unchanged codebase (an operator reconciling) is not news for its worker."""
+    if previous is None:
+        return True
+    fields = ("worker_id", "name", "path", "is_global", "git_url", "git_ref")
+    return any(getattr(previous, f) != getattr(current, f) for f in fields)

@@ -64,6 +64,7 @@ async def test_events_go_to_the_channel_of_whoever_may_run_the_task(
         "w1",
     )
 
+    assert await api.codebase("mine", worker_id="w1") == pinned  # unchanged: no news
     task = await api.client.create_task(TaskCreate(title="t", prompt="p", codebase_id=pinned, priority=7))
     channel, event = await listener.next()
     assert channel == w1
