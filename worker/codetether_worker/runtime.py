@@ -117,6 +117,9 @@ class CodebaseFolders:
             process.kill()
             await process.wait()
             raise TaskSetupError(f"codebase {codebase.id}: git clone timed out") from None
+        except asyncio.CancelledError:
+            process.kill()
+            raise
         if process.returncode != 0:
             reason = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
             raise TaskSetupError(f"codebase {codebase.id}: git clone {codebase.git_url} failed: {reason[0]}")
@@ -164,6 +167,7 @@ class WorkerRuntime:
         self._slots = asyncio.Semaphore(config.max_concurrent_tasks)
         self._heartbeat_now = asyncio.Event()
         self._codebases_changed = asyncio.Event()
+        self._preparing: set[asyncio.Task[None]] = set()
         self.delivery = Delivery(
             self.client,
             self.worker_id,
@@ -283,11 +287,18 @@ class WorkerRuntime:
         self.assigned = fresh
         self.shared.clear()  # codebases without a worker are looked up again on their next task
         for codebase in added:
-            try:
-                await self.folders.prepare(codebase)
-                log.info("serving codebase %s (%s) at %s", codebase.id, codebase.name, codebase.path)
-            except TaskSetupError as exc:
-                log.error("%s", exc)
+            # In the background: a long clone must not hold up the heartbeat (and so the leases).
+            # A task for this codebase waits for the same preparation (one lock per folder).
+            preparing = asyncio.create_task(self._prepare(codebase), name=f"prepare-{codebase.id}")
+            self._preparing.add(preparing)
+            preparing.add_done_callback(self._preparing.discard)
+
+    async def _prepare(self, codebase: Codebase) -> None:
+        try:
+            await self.folders.prepare(codebase)
+            log.info("serving codebase %s (%s) at %s", codebase.id, codebase.name, codebase.path)
+        except TaskSetupError as exc:
+            log.error("%s", exc)
 
     async def _codebase_loop(self) -> None:
         while True:
@@ -578,7 +589,7 @@ class WorkerRuntime:
             self.request_stop()
             await _cancel(claiming)
             await self.drain()
-            await _cancel([*background, stop_wait])
+            await _cancel([*background, stop_wait, *self._preparing])
             await self._final_sync()
             await self._unregister()
             return self.exit_code

@@ -260,3 +260,23 @@ def test_docs_table_matches_the_options() -> None:
         assert cells[1] == f"`{option.env}`"
         assert cells[2] == ", ".join(f"`{flag}`" for flag in option.flags)
         assert cells[3] == option.default_text
+
+
+def test_the_worker_imports_neither_kopf_nor_kubernetes_nor_the_server() -> None:
+    code = (
+        "import sys, codetether_worker.cli, codetether_worker.runtime, codetether_worker.demo;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'kopf', 'kubernetes', 'fastapi', 'uvloop', "
+        "'codetether_server', 'codetether_operator'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_example_agent_starts_light() -> None:
+    code = "import sys, codetether_worker.example_agent; print(sorted(m for m in ('pydantic', 'httpx', 'redis') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
