@@ -1,6 +1,6 @@
 """Two operator replicas configured exactly as the Helm chart configures them (settings read from the
-rendered Deployment's environment, namespaces mode, the chart's KopfPeering, the chart's first pool and
-codebases), against a Kubernetes API (the project's kmock-based emulator) and the real server: one
+rendered Deployment's environment, each RBAC mode with its peering object, the chart's first pool
+and codebases), against a Kubernetes API (the project's kmock-based emulator) and the real server: one
 reconciles, and when it stops cleanly the other takes over."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ TEST_OVERRIDES = {
     "CODETETHER_OPERATOR_CODEBASE_RESYNC": "1",
 }
 PEERING_LOGGER = "kopf._core.engines.peering"
-CUSTOM_KINDS = {"KopfPeering", "CodetetherWorkerPool", "Codebase"}
+CUSTOM_KINDS = {"KopfPeering", "ClusterKopfPeering", "CodetetherWorkerPool", "Codebase"}
 
 
 @pytest.fixture
@@ -90,18 +90,23 @@ def create(kube: KubeTestClient, obj: dict[str, Any]) -> None:
     group, version = obj["apiVersion"].split("/")
     plural = {
         "KopfPeering": "kopfpeerings",
+        "ClusterKopfPeering": "clusterkopfpeerings",
         "CodetetherWorkerPool": "codetetherworkerpools",
         "Codebase": "codebases",
     }[obj["kind"]]
-    kube.custom.create_namespaced_custom_object(group, version, obj["metadata"]["namespace"], plural, obj)
+    if obj["kind"] == "ClusterKopfPeering":
+        kube.custom.create_cluster_custom_object(group, version, plural, obj)
+    else:
+        kube.custom.create_namespaced_custom_object(group, version, obj["metadata"]["namespace"], plural, obj)
 
 
 def peering_log(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == PEERING_LOGGER and text in r.getMessage()]
 
 
+@pytest.mark.parametrize("scope", ["namespaces", "cluster"])
 async def test_two_chart_configured_replicas_reconcile_and_fail_over(
-    kube: tuple[KubeTestClient, Path], server: ServerProcess, caplog: pytest.LogCaptureFixture
+    kube: tuple[KubeTestClient, Path], server: ServerProcess, caplog: pytest.LogCaptureFixture, scope: str
 ) -> None:
     caplog.set_level(logging.INFO, logger=PEERING_LOGGER)
     client, kubeconfig = kube
@@ -109,7 +114,7 @@ async def test_two_chart_configured_replicas_reconcile_and_fail_over(
     client.create_namespace(ns)
     values = {
         "replicaCount": 2,
-        "operator": {"scope": "namespaces", "watchNamespaces": [ns]},
+        "operator": {"scope": scope, "watchNamespaces": [ns] if scope == "namespaces" else []},
         "pool": {"create": True, "name": "fleet", "spec": {"replicas": 2, "server": {"url": server.url}}},
         "codebases": [
             {"name": "api", "spec": {"placement": {"ordinal": 1}}},
@@ -123,13 +128,18 @@ async def test_two_chart_configured_replicas_reconcile_and_fail_over(
             create(client, obj)
 
     first, second = chart_settings(deployment, 200), chart_settings(deployment, 100)
-    assert first.namespaces == [ns] and not first.standalone and first.peering == "codetether-operator"
+    assert first.namespaces == ([ns] if scope == "namespaces" else [])
+    assert not first.standalone and first.peering == "codetether-operator"
 
     async with replica(first, kubeconfig) as stop_first, replica(second, kubeconfig):
         sts_path = f"/apis/apps/v1/namespaces/{ns}/statefulsets/fleet"
         sts = await eventually(lambda: client.get(sts_path), what="the pool's StatefulSet")
         assert sts["spec"]["replicas"] == 2
-        peering_path = f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/codetether-operator"
+        peering_path = (
+            f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/codetether-operator"
+            if scope == "namespaces"
+            else "/apis/kopf.dev/v1/clusterkopfpeerings/codetether-operator"
+        )
         peering = await eventually(
             lambda: (
                 len((client.get(peering_path) or {}).get("status") or {}) == 2 and client.get(peering_path)
