@@ -20,7 +20,7 @@ from codetether_contract.models import WorkerRegistration
 from codetether_operator import settings as operator_settings
 from codetether_operator.__main__ import run
 from codetether_operator.kube import Kube
-from scripts.install_manifests import chart_crds, render_chart
+from scripts.install_manifests import chart_crds, install_objects, render_chart
 from tests.support.kube_client import KubeTestClient, eventually
 from tests.support.kube_emulator import KubeEmulatorThread
 from tests.support.server import ServerProcess
@@ -196,3 +196,38 @@ async def test_two_chart_configured_replicas_reconcile_and_fail_over(
             lambda: ((client.get(sts_path) or {}).get("spec") or {}).get("replicas") == 3,
             what="the standby replica to scale the StatefulSet",
         )
+
+
+async def test_plain_manifest_operator_reconciles_a_pool(
+    kube: tuple[KubeTestClient, Path], server: ServerProcess
+) -> None:
+    """deploy/manifests/install.yaml: its operator settings (one replica, no peering object) run a pool."""
+    client, kubeconfig = kube
+    objects = install_objects()
+    [namespace] = [o for o in objects if o["kind"] == "Namespace"]
+    ns = namespace["metadata"]["name"]
+    client.create_namespace(ns)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    environ = {var["name"]: var["value"] for var in container["env"] if "value" in var} | TEST_OVERRIDES
+    settings = operator_settings.load(container.get("args", []), environ)
+    assert settings.standalone and settings.cluster_wide
+    [worker_account] = [
+        o for o in objects if o["kind"] == "ServiceAccount" and o.get("automountServiceAccountToken") is False
+    ]
+    async with replica(settings, kubeconfig):
+        client.create_pool(
+            ns,
+            "plain",
+            {
+                "replicas": 1,
+                "image": "codetether-worker:test",
+                "serviceAccountName": worker_account["metadata"]["name"],
+                "server": {"url": server.url},
+            },
+        )
+        sts = await eventually(
+            lambda: client.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/plain"),
+            what="the pool's StatefulSet",
+        )
+        assert sts["spec"]["template"]["spec"]["serviceAccountName"] == "codetether-worker"

@@ -113,7 +113,7 @@ def test_ha_runs_peered_replicas_spread_over_nodes(rendered: dict[str, list[dict
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     peering = one(objects, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == VALUES_DEFAULTS()["peering"]["name"]
+    assert peering["metadata"]["name"] == default_values()["peering"]["name"]
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
@@ -238,7 +238,7 @@ def test_bad_values_are_refused_naming_the_field(values: dict[str, Any], field: 
         chart.validate_schema(values)
 
 
-def VALUES_DEFAULTS() -> dict[str, Any]:
+def default_values() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
     return loaded
 
@@ -275,7 +275,7 @@ def test_schema_covers_every_value_and_nothing_else() -> None:
     with helm.Chart.load(str(CHART)) as chart:
         schema = chart.schema
     assert schema is not None
-    values = leaf_paths(VALUES_DEFAULTS())
+    values = leaf_paths(default_values())
     assert values == schema_paths(schema) - {"global"}
     assert schema["additionalProperties"] is False
 
@@ -287,8 +287,8 @@ def test_readme_documents_every_value() -> None:
     assert (
         subprocess.run([sys.executable, "scripts/chart_values_doc.py", "--check"], cwd=ROOT).returncode == 0
     )
-    assert leaf_paths(VALUES_DEFAULTS()) <= documented
-    assert documented <= leaf_paths(VALUES_DEFAULTS()) | {"global"}
+    assert leaf_paths(default_values()) <= documented
+    assert documented <= leaf_paths(default_values()) | {"global"}
 
 
 def test_chart_files_are_in_the_package() -> None:
@@ -316,3 +316,20 @@ def test_the_e2e_install_values_render_valid_objects() -> None:
         (a["metadata"]["namespace"], a["metadata"]["name"]) for a in by_kind(objects, "ServiceAccount")
     }
     assert ("codetether-e2e", "codetether-worker") in accounts
+
+
+def test_the_packaged_chart_renders_the_same(tmp_path: Path) -> None:
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    assert Path(archive).name == f"codetether-worker-{chart_yaml()['version']}.tgz"
+    with helm.Chart.load(archive) as packaged, helm.Chart.load(str(CHART)) as source:
+        values = EVERYTHING_ON
+        assert packaged.render(values, name="r", namespace="n") == source.render(
+            values, name="r", namespace="n"
+        )
+        assert {c["filename"] for c in packaged.crds} == {c["filename"] for c in source.crds}
+        assert packaged.schema == source.schema
+
+
+def chart_yaml() -> dict[str, Any]:
+    chart: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return chart
