@@ -58,7 +58,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, costing a thread hop.
     service: Service = request.app.state.service
     return service
 
