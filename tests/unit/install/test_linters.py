@@ -20,22 +20,32 @@ TOOLS = Path(sys.executable).parent
 SHELLCHECK = shutil.which("shellcheck", path=str(TOOLS)) or shutil.which("shellcheck")
 HADOLINT = shutil.which("hadolint", path=str(TOOLS)) or shutil.which("hadolint")
 DOCKERFILES = ["Dockerfile.operator", "Dockerfile.worker", "e2e/kind/Dockerfile.server"]
-SKIPPED_DIRS = {".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "__pycache__",
+}
 
 
 def shell_scripts() -> list[Path]:
     """Every *.sh in the repository, plus extensionless files with a bash/sh shebang (.ci/run)."""
     found = []
-    for path in ROOT.rglob("*"):
-        if not path.is_file() or SKIPPED_DIRS & set(path.relative_to(ROOT).parts):
-            continue
-        if path.suffix == ".sh":
-            found.append(path)
-        elif not path.suffix and path.stat().st_size < 1_000_000:
-            with path.open("rb") as handle:
-                first = handle.readline()
-            if re.match(rb"#!\s*/(usr/)?bin/(env\s+)?(ba)?sh\b", first):
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if d not in SKIPPED_DIRS]
+        for name in files:
+            path = Path(folder, name)
+            if path.suffix == ".sh":
                 found.append(path)
+            elif not path.suffix and path.stat().st_size < 1_000_000:
+                with path.open("rb") as handle:
+                    first = handle.readline()
+                if re.match(rb"#!\s*/(usr/)?bin/(env\s+)?(ba)?sh\b", first):
+                    found.append(path)
     return sorted(found)
 
 
