@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument("--backends", default="memory,redis,postgres")
     args = parser.parse_args()
 
+    # Other work on the machine skews every figure: record how busy it was.
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average at start: {load_at_start}", flush=True)
     redis_server = postgres_server = None
     redis_url = os.environ.get("REDIS_URL")
     admin_url = os.environ.get("DATABASE_URL")
@@ -224,6 +227,7 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "max_rss_mib_bench": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "load_average_at_start": load_at_start,
         },
         "notes": (
             "One server process per backend, events published on Redis for every backend. Load from "
