@@ -45,6 +45,16 @@ T = TypeVar("T")
 _MGET_BATCH = 500
 
 
+# Scores put sorted sets in queue order (priority first, then age) exactly, to the millisecond:
+# (1000 - priority) * 1e12 + milliseconds since 2020 stays below 2**53.
+_EPOCH_MS = 1_577_836_800_000
+
+
+def order_score(task: Task) -> float:
+    age_ms = int(task.created_at.timestamp() * 1000) - _EPOCH_MS
+    return float((1000 - task.priority) * 10**12 + age_ms)
+
+
 def _texts(values: Iterable[Any]) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
@@ -81,6 +91,9 @@ class RedisStore(Store):
 
     def _task_key(self, task_id: str) -> str:
         return self._k("task", task_id)
+
+    def _pending_key(self, codebase_id: str) -> str:
+        return self._k("tasks", "pending", codebase_id)
 
     def _status_key(self, status: TaskStatus) -> str:
         return self._k("tasks", "status", status.value)
@@ -244,8 +257,11 @@ class RedisStore(Store):
     async def insert_task(self, task: Task) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._task_key(task.id), task.model_dump_json())
-            pipe.zadd(self._status_key(task.status), {task.id: task.created_at.timestamp()})
-            pipe.zadd(self._k("tasks", "all"), {task.id: task.created_at.timestamp()})
+            score = {task.id: order_score(task)}
+            pipe.zadd(self._status_key(task.status), score)
+            pipe.zadd(self._k("tasks", "all"), score)
+            if task.status is TaskStatus.PENDING:
+                pipe.zadd(self._pending_key(task.codebase_id), score)
             await pipe.execute()
 
     async def get_task(self, task_id: str) -> Task | None:
@@ -255,12 +271,28 @@ class RedisStore(Store):
     async def list_tasks(self, query: TaskQuery) -> list[Task]:
         if query.worker_id is not None and query.status is TaskStatus.RUNNING:
             ids = _texts(await self._redis.smembers(self._held_key(query.worker_id)))
-        else:
-            index = self._status_key(query.status) if query.status else self._k("tasks", "all")
-            ids = _texts(await self._redis.zrange(index, 0, -1))
-        raws = await self._mget([self._task_key(i) for i in ids])
-        tasks = [t for t in (Task.model_validate_json(raw) for raw in raws) if matches(t, query)]
-        return sort_tasks(tasks)[: query.limit]
+            return sort_tasks([t for t in await self._tasks(ids) if matches(t, query)])[: query.limit]
+        if query.status is TaskStatus.PENDING and query.codebase_ids is not None:
+            # Each codebase's pending index is in queue order: its first `limit` are all we can need.
+            found: list[Task] = []
+            for codebase_id in sorted(query.codebase_ids):
+                ids = _texts(await self._redis.zrange(self._pending_key(codebase_id), 0, query.limit - 1))
+                found.extend(t for t in await self._tasks(ids) if matches(t, query))
+            return sort_tasks(found)[: query.limit]
+        # Indexes are in queue order: read pages until `limit` tasks match.
+        index = self._status_key(query.status) if query.status else self._k("tasks", "all")
+        found = []
+        start = 0
+        while len(found) < query.limit:
+            ids = _texts(await self._redis.zrange(index, start, start + _MGET_BATCH - 1))
+            if not ids:
+                break
+            found.extend(t for t in await self._tasks(ids) if matches(t, query))
+            start += _MGET_BATCH
+        return sort_tasks(found)[: query.limit]
+
+    async def _tasks(self, ids: list[str]) -> list[Task]:
+        return [Task.model_validate_json(raw) for raw in await self._mget([self._task_key(i) for i in ids])]
 
     async def transition(self, task_id: str, change: TaskChange) -> tuple[Task, Task]:
         key = self._task_key(task_id)
@@ -284,7 +316,11 @@ class RedisStore(Store):
     def _reindex(self, pipe: Pipeline, before: Task, after: Task) -> None:
         if before.status is not after.status:
             pipe.zrem(self._status_key(before.status), after.id)
-            pipe.zadd(self._status_key(after.status), {after.id: after.created_at.timestamp()})
+            pipe.zadd(self._status_key(after.status), {after.id: order_score(after)})
+            if before.status is TaskStatus.PENDING:
+                pipe.zrem(self._pending_key(before.codebase_id), after.id)
+            if after.status is TaskStatus.PENDING:
+                pipe.zadd(self._pending_key(after.codebase_id), {after.id: order_score(after)})
         if before.status is TaskStatus.RUNNING and before.worker_id:
             pipe.srem(self._held_key(before.worker_id), after.id)
         if after.status is TaskStatus.RUNNING and after.lease_expires_at is not None:

@@ -150,6 +150,21 @@ async def test_workers_are_told_only_about_tasks_they_may_run(api: Api) -> None:
         await api.client.list_tasks(TaskStatus.PENDING, "ghost")
 
 
+async def test_task_lists_are_in_queue_order_and_limited(api: Api) -> None:
+    await api.worker("w1")
+    shared = await api.codebase("shared")
+    priorities = [0, 5, -3, 5, 9, 0, 1, -3, 9, 2]
+    for i, priority in enumerate(priorities):
+        await api.client.create_task(
+            TaskCreate(title=f"t{i}", prompt="p", codebase_id=shared, priority=priority)
+        )
+    expected = [f"t{i}" for i, _ in sorted(enumerate(priorities), key=lambda e: (-e[1], e[0]))]
+    for params in ({"status": "pending"}, {"status": "pending", "worker_id": "w1"}, {}):
+        answer = await api.http.get("/v1/agent/tasks", params={**params, "limit": 4})
+        assert [t["title"] for t in answer.json()["tasks"]] == expected[:4], params
+    assert (await api.http.get("/v1/agent/tasks", params={"limit": 0})).status_code == 422
+
+
 async def test_claim_rules(api: Api) -> None:
     await api.worker("w1", capabilities=["agent"])
     await api.worker("w2", capabilities=["agent"])

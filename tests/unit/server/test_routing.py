@@ -136,3 +136,28 @@ def test_announcement_channels(pair: tuple[Task, Codebase | None]) -> None:
     else:
         assert channel == worker_channel(cb.worker_id, "p")
         assert routing.task_target(t, cb) == cb.worker_id
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=-1000, max_value=1000),
+            st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2100, 1, 1)),
+        ),
+        min_size=2,
+        max_size=20,
+    )
+)
+def test_the_redis_queue_score_keeps_the_routing_order(entries: list[tuple[int, datetime]]) -> None:
+    from codetether_server.store.redis import order_score
+
+    tasks = []
+    for i, (priority, created) in enumerate(entries):
+        t = task("c", priority=priority)
+        stamp = created.replace(microsecond=created.microsecond // 1000 * 1000, tzinfo=UTC)
+        tasks.append(t.model_copy(update={"id": f"t{i}", "created_at": stamp}))
+    for t in tasks:
+        assert order_score(t) < 2**53
+    by_score = sorted(tasks, key=lambda t: (order_score(t), t.id))
+    by_rule = sorted(tasks, key=routing.order_key)
+    assert [(t.priority, t.created_at) for t in by_score] == [(t.priority, t.created_at) for t in by_rule]
