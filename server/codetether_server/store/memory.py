@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from datetime import datetime
 
 from codetether_contract.models import (
@@ -39,6 +38,7 @@ class MemoryStore(Store):
         self._workers: dict[str, WorkerRecord] = {}
         self._codebases: dict[str, Codebase] = {}
         self._tasks: dict[str, Task] = {}
+        self._task_ids_by_status: dict[TaskStatus, set[str]] = {status: set() for status in TaskStatus}
         self._outputs: dict[str, tuple[str, bool]] = {}
         self._sessions: dict[tuple[str, str], Session] = {}
         self._messages: dict[tuple[str, str], dict[str, Message]] = {}
@@ -110,12 +110,17 @@ class MemoryStore(Store):
     async def insert_task(self, task: Task) -> None:
         async with self._lock:
             self._tasks[task.id] = task
+            self._task_ids_by_status[task.status].add(task.id)
 
     async def get_task(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
 
     async def list_tasks(self, query: TaskQuery) -> list[Task]:
-        return sort_tasks([t for t in self._tasks.values() if matches(t, query)])[: query.limit]
+        if query.status is None:
+            candidates: list[Task] = list(self._tasks.values())
+        else:
+            candidates = [self._tasks[i] for i in self._task_ids_by_status[query.status]]
+        return sort_tasks([t for t in candidates if matches(t, query)])[: query.limit]
 
     async def transition(self, task_id: str, change: TaskChange) -> tuple[Task, Task]:
         async with self._lock:
@@ -124,6 +129,8 @@ class MemoryStore(Store):
                 raise TaskNotFound(task_id)
             after = change(before)
             self._tasks[task_id] = after
+            self._task_ids_by_status[before.status].discard(task_id)
+            self._task_ids_by_status[after.status].add(task_id)
             if after.status is TaskStatus.COMPLETED and before.status is not TaskStatus.COMPLETED:
                 worker = self._workers.get(after.worker_id or "")
                 if worker is not None:
@@ -133,15 +140,15 @@ class MemoryStore(Store):
             return before, after
 
     async def running_task_ids(self, worker_id: str) -> list[str]:
-        return [
-            t.id for t in self._tasks.values() if t.status is TaskStatus.RUNNING and t.worker_id == worker_id
-        ]
+        running = (self._tasks[i] for i in self._task_ids_by_status[TaskStatus.RUNNING])
+        return sorted(t.id for t in running if t.worker_id == worker_id)
 
     async def expired_task_ids(self, now: datetime) -> list[str]:
-        return [t.id for t in self._tasks.values() if leases.is_expired(t, now)]
+        running = (self._tasks[i] for i in self._task_ids_by_status[TaskStatus.RUNNING])
+        return [t.id for t in running if leases.is_expired(t, now)]
 
     async def count_tasks(self) -> dict[TaskStatus, int]:
-        return dict(Counter(t.status for t in self._tasks.values()))
+        return {status: len(ids) for status, ids in self._task_ids_by_status.items() if ids}
 
     # ------------------------------------------------------------------ output
 
