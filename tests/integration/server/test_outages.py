@@ -67,3 +67,29 @@ async def test_readyz_follows_the_storage(own_redis: RedisServer) -> None:
         own_redis.start()
         assert (await api.http.get("/readyz")).status_code == 200
         await api.worker("w1")  # and the store works again
+
+
+async def test_postgres_restart_answers_503_then_recovers() -> None:
+    from tests.integration.server.helpers import eventually
+    from tests.support.services import PostgresServer, create_database
+
+    postgres = PostgresServer().start()
+    try:
+        url = create_database(postgres.url, "outage")
+        settings = Settings.from_env({"DATABASE_URL": url, "A2A_DB_POOL_SIZE": "3"})
+        async with running(settings) as api:
+            await api.worker("w1")
+            postgres.stop()
+            down = await api.http.get("/v1/agent/workers")
+            assert (down.status_code, down.headers["retry-after"]) == (503, "1")
+            assert (await api.http.get("/readyz")).status_code == 503
+            postgres.start()
+
+            async def served() -> bool:
+                return (await api.http.get("/v1/agent/workers")).status_code == 200
+
+            await eventually(served)
+            assert [w.id for w in await api.client.list_workers()] == ["w1"]
+            assert (await api.http.get("/readyz")).status_code == 200
+    finally:
+        postgres.destroy()
