@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import CODEBASES, POOLS, Cluster
 
 from codetether_contract.client import CodetetherClient, NotFoundError
@@ -203,3 +204,31 @@ async def test_pool_deletion_cleans_up(
         return not live & {f"{pool}-0", f"{pool}-1"}
 
     await cluster.wait_for("the pool's workers to leave the server", unregistered)
+
+
+async def test_operator_failover_keeps_reconciling(
+    cluster: Cluster, server: CodetetherClient, cleanup: list[tuple[str, str]], unique: str
+) -> None:
+    deployment = cluster.apps.read_namespaced_deployment("codetether-operator", cluster.operator_namespace)
+    if deployment.spec.replicas < 2:
+        pytest.skip("the operator runs one replica: nothing to fail over to")
+    pool = f"ha-{unique}"
+    await make_pool(cluster, cleanup, pool, 1)
+    await pool_ready(cluster, pool, 1)
+
+    peering = cluster.custom.get_cluster_custom_object(
+        "kopf.dev", "v1", "clusterkopfpeerings", "codetether-operator"
+    )
+    records = (peering.get("status") or {}).items()
+    active = max(records, key=lambda item: item[1].get("priority", 0))[0]
+    cluster.core.delete_namespaced_pod(active, cluster.operator_namespace)
+
+    def record_gone() -> bool:
+        current = cluster.custom.get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", "codetether-operator"
+        )
+        return active not in (current.get("status") or {})
+
+    await cluster.wait_for(f"the stopped operator {active} to leave the peering", record_gone)
+    cluster.patch(POOLS, pool, {"spec": {"replicas": 2}})
+    await pool_ready(cluster, pool, 2)
