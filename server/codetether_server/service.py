@@ -225,6 +225,7 @@ class Service:
         )
         await self.store.insert_task(task)
         self.metrics.tasks_created.inc()
+        log.debug("task created", extra={"task_id": task.id, "codebase_id": task.codebase_id})
         await self.events.task_available(task, codebase)
         return task
 
@@ -278,6 +279,7 @@ class Service:
             self.metrics.claims.labels("conflict").inc()
             raise
         self.metrics.claims.labels("renewed" if renewing else "claimed").inc()
+        log.debug("task claimed", extra={"task_id": task_id, "worker_id": worker_id, "renewed": renewing})
         assert after.lease_expires_at is not None
         return ClaimAnswer(task=after, lease_expires_at=after.lease_expires_at)
 
