@@ -79,10 +79,7 @@ async def serve(server_env: dict[str, str], redis_base_url: str, redis_prefix: s
             stack.push_async_callback(http.aclose)
             return Api(client=client, http=http, app=app, settings=settings)
 
-        try:
-            yield start
-        finally:
-            pass
+        yield start
     redis = aioredis.Redis.from_url(redis_base_url)
     try:
         keys = [key async for key in redis.scan_iter(match=f"{redis_prefix}:*", count=1000)]
