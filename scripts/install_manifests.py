@@ -24,11 +24,7 @@ INSTALL_NAMESPACE = "codetether-system"
 INSTALL_RELEASE = "codetether"
 # The plain install runs one operator replica, so no peering object: kopf's peering resource
 # (a CR) cannot be applied in the same `kubectl apply` that creates its CRD.
-INSTALL_VALUES: dict[str, Any] = {
-    "fullnameOverride": "codetether-operator",
-    "peering": {"enabled": False},
-    "workerServiceAccount": {"name": "codetether-worker"},
-}
+INSTALL_VALUES: dict[str, Any] = {"peering": {"enabled": False}}
 
 # Helm's install order (pkg/release/util/kind_sorter.go), trimmed to the kinds that matter here.
 INSTALL_ORDER = [

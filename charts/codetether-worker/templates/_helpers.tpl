@@ -3,17 +3,14 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Full name of the operator's objects: release-name + chart name, unless the release already says it. */}}
+{{/* Name of the operator's objects: "<release>-operator", or the release name when it already says operator. */}}
 {{- define "codetether.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
+{{- else if contains "operator" .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
-{{- end }}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 
@@ -53,7 +50,7 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{- define "codetether.workerServiceAccountName" -}}
-{{- default (printf "%s-workers" (include "codetether.fullname" .) | trunc 63 | trimSuffix "-") .Values.workerServiceAccount.name }}
+{{- default (printf "%s-worker" .Release.Name | trunc 63 | trimSuffix "-") .Values.workerServiceAccount.name }}
 {{- end }}
 
 {{/* Operator image: digest wins over tag; tag defaults to the chart's appVersion. */}}

@@ -203,7 +203,7 @@ def test_monitors_select_what_exists(rendered: dict[str, list[dict[str, Any]]]) 
 def test_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert by_kind(rendered["defaults"], "NetworkPolicy") == []
     policies = {p["metadata"]["name"]: p for p in by_kind(rendered["everything-on"], "NetworkPolicy")}
-    operator = policies["codetether-codetether-worker"]
+    operator = policies["codetether-operator"]
     deployment = one(rendered["everything-on"], "Deployment")
     assert operator["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     egress_ports = {port["port"] for rule in operator["spec"]["egress"] for port in rule.get("ports", [])}
@@ -218,7 +218,7 @@ def test_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
 def test_notes_say_how_to_check_the_install() -> None:
     notes = render_notes({"operator": {"scope": "namespaces", "watchNamespaces": ["a", "b"]}})
-    assert "rollout status deployment/codetether-codetether-worker" in notes
+    assert "rollout status deployment/codetether-operator" in notes
     assert "a, b" in notes
 
 
