@@ -4,6 +4,7 @@ and skipped without a cluster."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from codetether_operator import build
+from codetether_operator.models import parse_pool_spec
 from scripts.install_manifests import ROOT, render_chart
+from tests.unit.install.schemas import crd_schemas, validate_object
 
 TOOLS = Path(sys.executable).parent
 SHELLCHECK = shutil.which("shellcheck", path=str(TOOLS)) or shutil.which("shellcheck")
@@ -192,3 +195,34 @@ def test_pods_run_as_the_user_their_image_creates() -> None:
     pod = deployment["spec"]["template"]["spec"]["securityContext"]
     assert (pod["runAsUser"], pod["runAsGroup"]) == operator_user
     assert worker_user == (build.WORKER_UID, build.WORKER_UID)
+
+
+def test_e2e_pool_spec_is_a_valid_pool() -> None:
+    spec = importlib.util.spec_from_file_location("e2e_conftest", ROOT / "e2e" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    e2e = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = e2e  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(e2e)
+    finally:
+        del sys.modules[spec.name]
+    cluster = e2e.Cluster(
+        kubeconfig="unused",
+        namespace="codetether-e2e",
+        operator_namespace="codetether-system",
+        worker_image="codetether-worker:e2e",
+        worker_service_account="codetether-worker",
+        server_url="http://codetether-server.codetether-e2e:8000",
+        redis_url="redis://redis.codetether-e2e:6379/0",
+        timeout=1,
+        kubectl="kubectl",
+        api=None,
+    )
+    pool = {
+        "apiVersion": f"{e2e.GROUP}/{e2e.VERSION}",
+        "kind": "CodetetherWorkerPool",
+        "metadata": {"name": "route-abcde", "namespace": cluster.namespace},
+        "spec": cluster.pool_spec(3),
+    }
+    validate_object(pool, crd_schemas())
+    parse_pool_spec(pool["spec"])  # and the operator accepts it
