@@ -18,6 +18,8 @@ from codetether_server.metrics import Metrics
 
 log = logging.getLogger("codetether_server.events")
 
+SUSPEND_AFTER_FAILURE_SECONDS = 5.0
+
 
 class EventPublisher:
     """Publishes to Redis when a URL is given; otherwise does nothing."""
@@ -33,6 +35,7 @@ class EventPublisher:
         self.published = 0
         self.dropped = 0
         self._last_warning = 0.0
+        self._suspended_until = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -45,19 +48,27 @@ class EventPublisher:
     async def publish(self, channel: str, event: TaskEvent) -> None:
         if self._redis is None:
             return
+        if time.monotonic() < self._suspended_until:
+            # Redis failed a moment ago: do not make every request wait on it again.
+            self._drop()
+            return
         try:
             await self._redis.publish(channel, event.model_dump_json(exclude_none=True))
             self.published += 1
             if self._metrics is not None:
                 self._metrics.events.labels("published").inc()
         except Exception as exc:  # a lost hint is not worth a failed request
-            self.dropped += 1
-            if self._metrics is not None:
-                self._metrics.events.labels("dropped").inc()
+            self._drop()
             now = time.monotonic()
+            self._suspended_until = now + SUSPEND_AFTER_FAILURE_SECONDS
             if now - self._last_warning > 30:
                 self._last_warning = now
                 log.warning("event not published", extra={"channel": channel, "error": repr(exc)})
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if self._metrics is not None:
+            self._metrics.events.labels("dropped").inc()
 
     async def task_available(self, task: Task, codebase: Codebase | None) -> None:
         channel = routing.task_channel(task, codebase, self.prefix)

@@ -44,11 +44,12 @@ async def test_requests_succeed_while_redis_for_events_is_down(own_redis: RedisS
         codebase = await api.codebase("c", worker_id="w1")
         await api.client.create_task(TaskCreate(title="t", prompt="p", codebase_id=codebase))
         own_redis.stop()
+        await api.client.create_task(TaskCreate(title="t", prompt="p", codebase_id=codebase))
         task = await api.client.create_task(TaskCreate(title="t", prompt="p", codebase_id=codebase))
         assert (await api.client.claim_task(task.id, "w1")).task.worker_id == "w1"
         assert (await api.http.get("/readyz")).status_code == 200  # storage is memory: still ready
         metrics = (await api.http.get("/metrics")).text
-        assert 'codetether_server_events_total{outcome="dropped"} 1.0' in metrics
+        assert 'codetether_server_events_total{outcome="dropped"} 2.0' in metrics
         assert 'codetether_server_events_total{outcome="published"} 2.0' in metrics
 
 
