@@ -18,7 +18,7 @@ from codetether_server.metrics import Metrics
 
 log = logging.getLogger("codetether_server.events")
 
-SUSPEND_AFTER_FAILURE_SECONDS = 5.0
+SUSPEND_AFTER_FAILURE_SECONDS = 1.0
 
 
 class EventPublisher:
@@ -28,7 +28,7 @@ class EventPublisher:
         self.prefix = prefix
         self._metrics = metrics
         self._redis: aioredis.Redis | None = (
-            aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+            aioredis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
             if redis_url
             else None
         )
