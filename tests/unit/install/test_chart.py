@@ -333,3 +333,17 @@ def test_the_packaged_chart_renders_the_same(tmp_path: Path) -> None:
 def chart_yaml() -> dict[str, Any]:
     chart: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
     return chart
+
+
+def test_the_value_sets_are_all_there(tmp_path: Path) -> None:
+    expected = {
+        "defaults",
+        "ha",
+        "single-namespace",
+        "several-namespaces",
+        "everything-on",
+        "bring-your-own-accounts",
+    }
+    assert expected <= set(VALUE_SETS)
+    with helm.Chart.load(helm.package(str(CHART), destination=str(tmp_path))) as packaged:
+        assert not any(f["name"].startswith("ci/") for f in packaged.files)  # .helmignore keeps them out
