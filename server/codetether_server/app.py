@@ -165,51 +165,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.auth_tokens))], responses=ERRORS)
 
-    # ------------------------------------------------------------------ workers
-
-    @api.post("/v1/agent/workers/register", response_model=WorkerAnswer, tags=["workers"])
-    async def register_worker(body: WorkerRegistration, service: ServiceDep) -> WorkerAnswer:
-        return WorkerAnswer(worker=await service.register_worker(body))
-
-    @api.post("/v1/agent/workers/{worker_id}/heartbeat", response_model=Success, tags=["workers"])
-    async def heartbeat(
-        worker_id: str, service: ServiceDep, body: Annotated[HeartbeatRequest | None, Body()] = None
-    ) -> Success:
-        await service.heartbeat(worker_id, body or HeartbeatRequest())
-        return Success()
-
-    @api.post("/v1/agent/workers/{worker_id}/unregister", response_model=Success, tags=["workers"])
-    async def unregister_worker(worker_id: str, service: ServiceDep) -> Success:
-        await service.unregister_worker(worker_id)
-        return Success()
-
-    @api.get("/v1/agent/workers", response_model=WorkerList, tags=["workers"])
-    async def list_workers(service: ServiceDep) -> WorkerList:
-        return WorkerList(workers=await service.list_workers())
-
-    @api.get("/v1/agent/workers/{worker_id}", response_model=Worker, tags=["workers"])
-    async def get_worker(worker_id: str, service: ServiceDep) -> Worker:
-        return await service.get_worker(worker_id)
-
-    # ------------------------------------------------------------------ codebases
-
-    @api.post("/v1/agent/codebases", response_model=CodebaseAnswer, tags=["codebases"])
-    async def register_codebase(body: CodebaseCreate, service: ServiceDep) -> CodebaseAnswer:
-        return CodebaseAnswer(codebase=await service.register_codebase(body))
-
-    @api.get("/v1/agent/codebases", response_model=CodebaseList, tags=["codebases"])
-    async def list_codebases(service: ServiceDep, worker_id: str | None = None) -> CodebaseList:
-        return CodebaseList(codebases=await service.list_codebases(worker_id))
-
-    @api.get("/v1/agent/codebases/{codebase_id}", response_model=CodebaseAnswer, tags=["codebases"])
-    async def get_codebase(codebase_id: str, service: ServiceDep) -> CodebaseAnswer:
-        return CodebaseAnswer(codebase=await service.get_codebase(codebase_id))
-
-    @api.delete("/v1/agent/codebases/{codebase_id}", response_model=CodebaseAnswer, tags=["codebases"])
-    async def delete_codebase(codebase_id: str, service: ServiceDep) -> CodebaseAnswer:
-        return CodebaseAnswer(codebase=await service.delete_codebase(codebase_id))
-
     # ------------------------------------------------------------------ tasks
+    # First: the router tries routes in order, and these are the busiest.
 
     @api.post("/v1/agent/tasks", response_model=Task, tags=["tasks"])
     async def create_task(body: TaskCreate, service: ServiceDep) -> Task:
@@ -256,6 +213,50 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         worker_id: Annotated[str | None, Header(alias="X-Worker-ID", max_length=253)] = None,
     ) -> Task:
         return await service.release(body, worker_id)
+
+    # ------------------------------------------------------------------ workers
+
+    @api.post("/v1/agent/workers/register", response_model=WorkerAnswer, tags=["workers"])
+    async def register_worker(body: WorkerRegistration, service: ServiceDep) -> WorkerAnswer:
+        return WorkerAnswer(worker=await service.register_worker(body))
+
+    @api.post("/v1/agent/workers/{worker_id}/heartbeat", response_model=Success, tags=["workers"])
+    async def heartbeat(
+        worker_id: str, service: ServiceDep, body: Annotated[HeartbeatRequest | None, Body()] = None
+    ) -> Success:
+        await service.heartbeat(worker_id, body or HeartbeatRequest())
+        return Success()
+
+    @api.post("/v1/agent/workers/{worker_id}/unregister", response_model=Success, tags=["workers"])
+    async def unregister_worker(worker_id: str, service: ServiceDep) -> Success:
+        await service.unregister_worker(worker_id)
+        return Success()
+
+    @api.get("/v1/agent/workers", response_model=WorkerList, tags=["workers"])
+    async def list_workers(service: ServiceDep) -> WorkerList:
+        return WorkerList(workers=await service.list_workers())
+
+    @api.get("/v1/agent/workers/{worker_id}", response_model=Worker, tags=["workers"])
+    async def get_worker(worker_id: str, service: ServiceDep) -> Worker:
+        return await service.get_worker(worker_id)
+
+    # ------------------------------------------------------------------ codebases
+
+    @api.post("/v1/agent/codebases", response_model=CodebaseAnswer, tags=["codebases"])
+    async def register_codebase(body: CodebaseCreate, service: ServiceDep) -> CodebaseAnswer:
+        return CodebaseAnswer(codebase=await service.register_codebase(body))
+
+    @api.get("/v1/agent/codebases", response_model=CodebaseList, tags=["codebases"])
+    async def list_codebases(service: ServiceDep, worker_id: str | None = None) -> CodebaseList:
+        return CodebaseList(codebases=await service.list_codebases(worker_id))
+
+    @api.get("/v1/agent/codebases/{codebase_id}", response_model=CodebaseAnswer, tags=["codebases"])
+    async def get_codebase(codebase_id: str, service: ServiceDep) -> CodebaseAnswer:
+        return CodebaseAnswer(codebase=await service.get_codebase(codebase_id))
+
+    @api.delete("/v1/agent/codebases/{codebase_id}", response_model=CodebaseAnswer, tags=["codebases"])
+    async def delete_codebase(codebase_id: str, service: ServiceDep) -> CodebaseAnswer:
+        return CodebaseAnswer(codebase=await service.delete_codebase(codebase_id))
 
     # ------------------------------------------------------------------ sessions
 
