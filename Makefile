@@ -41,5 +41,9 @@ bench: venv
 crds: venv
 	$(PY) -m codetether_operator.crdgen
 
+## make manifests: regenerate the chart's crds/, the plain install manifest and the GitOps pieces
+manifests: crds
+	$(PY) scripts/update_install_artifacts.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
