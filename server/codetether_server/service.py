@@ -260,17 +260,17 @@ class Service:
         return [t for t in candidates if routing.may_run(t, codebases.get(t.codebase_id), view).allowed]
 
     async def claim(self, task_id: str, worker_id: str) -> ClaimAnswer:
-        record = await self.store.get_worker(worker_id)
+        inputs = await self.store.claim_inputs(task_id, worker_id)
+        record, task = inputs.worker, inputs.task
         if record is None:
             self.metrics.claims.labels("not_found").inc()
             raise NotFound(f"worker {worker_id} is not registered; register it again")
-        task = await self.store.get_task(task_id)
         if task is None:
             self.metrics.claims.labels("not_found").inc()
             raise NotFound(f"task {task_id} does not exist")
         renewing = task.status is TaskStatus.RUNNING and task.worker_id == worker_id
         if not renewing:
-            await self._check_eligible(task, record)
+            await self._check_eligible(task, inputs.codebase, record)
         now = self.clock()
         until = leases.lease_until(now, self.settings.lease_seconds)
         try:
@@ -283,10 +283,8 @@ class Service:
         assert after.lease_expires_at is not None
         return ClaimAnswer(task=after, lease_expires_at=after.lease_expires_at)
 
-    async def _check_eligible(self, task: Task, record: WorkerRecord) -> None:
-        is_global = task.codebase_id == GLOBAL_CODEBASE
-        codebase = None if is_global else await self.store.get_codebase(task.codebase_id)
-        view = await self._worker_view(record, for_global=is_global)
+    async def _check_eligible(self, task: Task, codebase: Codebase | None, record: WorkerRecord) -> None:
+        view = await self._worker_view(record, for_global=task.codebase_id == GLOBAL_CODEBASE)
         decision = routing.may_run(task, codebase, view)
         if not decision.allowed:
             self.metrics.claims.labels("conflict").inc()

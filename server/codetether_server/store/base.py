@@ -15,6 +15,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from codetether_contract.models import (
+    GLOBAL_CODEBASE,
     Codebase,
     Message,
     Session,
@@ -116,6 +117,15 @@ class TaskNotFound(LookupError):
     pass
 
 
+@dataclass(frozen=True)
+class ClaimInputs:
+    """What a claim decision reads: the worker, the task, and the task's codebase (when registered)."""
+
+    worker: WorkerRecord | None
+    task: Task | None
+    codebase: Codebase | None
+
+
 class Store(abc.ABC):
     """Storage of workers, codebases, tasks, task output, sessions and messages."""
 
@@ -181,6 +191,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_tasks(self, query: TaskQuery) -> list[Task]:
         """Matching tasks, highest priority first, then oldest first."""
+
+    async def claim_inputs(self, task_id: str, worker_id: str) -> ClaimInputs:
+        """Read what a claim needs; backends override it to do so in fewer round trips."""
+        worker = await self.get_worker(worker_id)
+        task = await self.get_task(task_id)
+        codebase = None
+        if task is not None and task.codebase_id != GLOBAL_CODEBASE:
+            codebase = await self.get_codebase(task.codebase_id)
+        return ClaimInputs(worker, task, codebase)
 
     @abc.abstractmethod
     async def transition(self, task_id: str, change: TaskChange) -> tuple[Task, Task]:

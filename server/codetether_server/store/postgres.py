@@ -29,6 +29,7 @@ from codetether_contract.models import (
 )
 from codetether_server import leases
 from codetether_server.store.base import (
+    ClaimInputs,
     CodebaseUpsert,
     Store,
     TaskChange,
@@ -357,6 +358,24 @@ class PostgresStore(Store):
         sql += " ORDER BY priority DESC, created_at, id LIMIT %s"
         params.append(query.limit)
         return [Task.model_validate(r) for r in await self._all(sql, tuple(params))]
+
+    async def claim_inputs(self, task_id: str, worker_id: str) -> ClaimInputs:
+        row = await self._one(
+            """
+            SELECT
+                (SELECT to_jsonb(w) FROM workers w WHERE w.id = %(worker)s) AS worker,
+                (SELECT to_jsonb(t) FROM tasks t WHERE t.id = %(task)s) AS task,
+                (SELECT to_jsonb(c) FROM codebases c
+                  WHERE c.id = (SELECT codebase_id FROM tasks WHERE id = %(task)s)) AS codebase
+            """,
+            {"worker": worker_id, "task": task_id},  # type: ignore[arg-type]
+        )
+        assert row is not None
+        return ClaimInputs(
+            worker=WorkerRecord.model_validate(row["worker"]) if row["worker"] else None,
+            task=Task.model_validate(row["task"]) if row["task"] else None,
+            codebase=Codebase.model_validate(row["codebase"]) if row["codebase"] else None,
+        )
 
     async def transition(self, task_id: str, change: TaskChange) -> tuple[Task, Task]:
         async with self._pool.connection() as conn, conn.transaction():

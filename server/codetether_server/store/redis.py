@@ -8,7 +8,7 @@ another replica wrote first), so a task is claimed exactly once whatever the num
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from codetether_contract.models import (
+    GLOBAL_CODEBASE,
     Codebase,
     Message,
     Session,
@@ -29,6 +30,7 @@ from codetether_contract.models import (
 )
 from codetether_server import leases
 from codetether_server.store.base import (
+    ClaimInputs,
     CodebaseUpsert,
     Store,
     TaskChange,
@@ -46,13 +48,14 @@ _MGET_BATCH = 500
 
 
 # Scores put sorted sets in queue order (priority first, then age) exactly, to the millisecond:
-# (1000 - priority) * 1e12 + milliseconds since 2020 stays below 2**53.
-_EPOCH_MS = 1_577_836_800_000
+# one band of 4e12 ms (126 years from 2020) per priority; 2001 bands stay below 2**53.
+_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+_BAND_MS = 4 * 10**12
 
 
 def order_score(task: Task) -> float:
-    age_ms = int(task.created_at.timestamp() * 1000) - _EPOCH_MS
-    return float((1000 - task.priority) * 10**12 + age_ms)
+    age_ms = (task.created_at - _EPOCH) // timedelta(milliseconds=1)  # integer arithmetic: exact
+    return float((1000 - task.priority) * _BAND_MS + age_ms)
 
 
 def _texts(values: Iterable[Any]) -> list[str]:
@@ -293,6 +296,17 @@ class RedisStore(Store):
 
     async def _tasks(self, ids: list[str]) -> list[Task]:
         return [Task.model_validate_json(raw) for raw in await self._mget([self._task_key(i) for i in ids])]
+
+    async def claim_inputs(self, task_id: str, worker_id: str) -> ClaimInputs:
+        worker_raw, completed, task_raw = await self._redis.mget(
+            [self._worker_key(worker_id), self._completed_key(worker_id), self._task_key(task_id)]
+        )
+        task = Task.model_validate_json(task_raw) if task_raw else None
+        codebase = None
+        if task is not None and task.codebase_id != GLOBAL_CODEBASE:
+            codebase = await self.get_codebase(task.codebase_id)
+        worker = self._worker(worker_raw, completed) if worker_raw else None
+        return ClaimInputs(worker, task, codebase)
 
     async def transition(self, task_id: str, change: TaskChange) -> tuple[Task, Task]:
         key = self._task_key(task_id)
