@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from codetether_contract.client import ApiError, CodetetherClient, ServerUnavailableError
 from codetether_contract.events import EventType, TaskEvent, channels_for_worker, global_channel
 from codetether_contract.models import TaskStatus
+from codetether_worker.aio import wait_event
 from codetether_worker.health import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,7 @@ class Delivery:
                 self._on_poll_error(exc)
                 log.warning("polling for tasks failed: %s", exc)
             interval = self.poll_interval if self.mode == "polling" else self.safety_poll_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), interval)
+            await wait_event(self._poll_now, interval)
             self._poll_now.clear()
 
     # ------------------------------------------------------------------ Redis

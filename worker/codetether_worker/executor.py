@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from codetether_contract.models import MAX_OUTPUT_CHUNK_CHARS, MAX_RESULT_CHARS, TaskStatus
+from codetether_worker.aio import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,7 @@ class OutputBatcher:
 
     async def _run(self) -> None:
         while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+            await wait_event(self._wake, self._interval)
             self._wake.clear()
             await self._flush()
 

@@ -44,6 +44,7 @@ from codetether_contract.models import (
     global_codebase_id,
 )
 from codetether_worker import __version__
+from codetether_worker.aio import wait_event
 from codetether_worker.config import WorkerConfig
 from codetether_worker.delivery import SERVER_PROBLEMS, CandidateQueue, Delivery
 from codetether_worker.executor import AgentOutcome, AgentRun, run_agent
@@ -168,6 +169,7 @@ class WorkerRuntime:
         self._heartbeat_now = asyncio.Event()
         self._codebases_changed = asyncio.Event()
         self._preparing: set[asyncio.Task[None]] = set()
+        self._drain_now = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for running tasks
         self.delivery = Delivery(
             self.client,
             self.worker_id,
@@ -267,8 +269,7 @@ class WorkerRuntime:
                 delay = min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
                 log.warning("registration failed (%s); retrying in %.1fs", exc, delay)
                 attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay)
+                await wait_event(self.stopping, delay)
         return False
 
     # ------------------------------------------------------------------ codebases
@@ -358,8 +359,7 @@ class WorkerRuntime:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_now.wait(), self.config.heartbeat_interval)
+            await wait_event(self._heartbeat_now, self.config.heartbeat_interval)
             self._heartbeat_now.clear()
             try:
                 await self.heartbeat_once()
@@ -552,10 +552,17 @@ class WorkerRuntime:
             log.info("stopping: no new claims; %d task(s) running", len(self.running))
             self.stopping.set()
 
+    def _on_stop_signal(self) -> None:
+        if not self.stopping.is_set():
+            self.request_stop()
+        elif not self._drain_now.is_set() and self.running:
+            log.info("second stop signal: handing back running tasks now")
+            self._drain_now.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(sig, self._on_stop_signal)
         try:
             if self.config.health_port:
                 self.health = HealthServer(
@@ -606,8 +613,14 @@ class WorkerRuntime:
         self._heartbeat_now.set()  # tell the server we are draining
         log.info("draining: waiting up to %gs for %d task(s)", self.config.drain_timeout, len(self.running))
         late: set[asyncio.Task[None]] = set(self.running.values())
-        if self.config.drain_timeout > 0:
-            _, late = await asyncio.wait(late, timeout=self.config.drain_timeout)
+        deadline = time.monotonic() + self.config.drain_timeout
+        while late and not self._drain_now.is_set() and time.monotonic() < deadline:
+            interrupt = asyncio.create_task(self._drain_now.wait())
+            finished, _ = await asyncio.wait(
+                {*late, interrupt}, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+            )
+            interrupt.cancel()
+            late -= finished
         if late:
             log.info("drain timeout: handing back %d task(s)", len(late))
             await _cancel(list(late))
@@ -634,11 +647,19 @@ def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+CANCEL_WAIT_SECONDS = 15.0
+
+
 async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    tasks = list(tasks)
-    for task in tasks:
+    """Cancel and wait; bounded, so one stuck task cannot keep the worker from exiting."""
+    pending = list(tasks)
+    for task in pending:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if not pending:
+        return
+    _, stuck = await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+    for task in stuck:
+        log.error("%s did not stop within %gs; going on without it", task.get_name(), CANCEL_WAIT_SECONDS)
 
 
 async def run_worker(config: WorkerConfig) -> int:

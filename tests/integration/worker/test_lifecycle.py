@@ -8,10 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from codetether_contract.models import CodebaseCreate, TaskStatus
-from tests.integration.worker.conftest import Harness
+from tests.integration.worker.conftest import Harness, WorkerProcess, wait_until
 
 
 async def _shared_codebase(harness: Harness, name: str) -> tuple[str, Path]:
@@ -53,6 +54,28 @@ async def test_sigterm_drains_then_hands_back(harness: Harness) -> None:
     assert all(t.status is TaskStatus.COMPLETED for t in done.values())
     assert (folder / "short.txt").read_text() == "finished\n"
     assert (folder / "long.txt").read_text() == "finished\n"
+
+
+async def test_second_sigterm_hands_back_at_once(harness: Harness) -> None:
+    worker = harness.fleet.worker("w-impatient", drain_timeout=300)
+    await worker.wait_ready()
+    codebase_id, _ = await _shared_codebase(harness, "shared")
+    task = await harness.task("@sleep 300", codebase_id)
+    await harness.running_on(task.id, "w-impatient")
+
+    worker.signal(signal.SIGTERM)
+    await wait_until(_logged(worker, "draining: waiting up to 300s"), what="drain started")
+    worker.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait_exit, 60) == 0
+    handed_back = await harness.client.get_task(task.id)
+    assert handed_back.status is TaskStatus.PENDING and handed_back.attempts == 0
+
+
+def _logged(worker: WorkerProcess, text: str) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return text in worker.log()
+
+    return probe
 
 
 async def test_sigkill_mid_task_completes_elsewhere_exactly_once(harness: Harness) -> None:
