@@ -453,7 +453,7 @@ async def test_bearer_tokens(serve: Serve) -> None:
         assert ok.status_code == 200
     unauthenticated_bad_body = await api.http.post("/v1/agent/tasks", json={})
     assert unauthenticated_bad_body.status_code == 401
-    for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         assert (await api.http.get(open_path)).status_code == 200, open_path
 
 
