@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from codetether_contract.models import (
@@ -67,17 +68,20 @@ async def _service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(_service)]
 
 
-def bearer_auth(tokens: tuple[str, ...]) -> Callable[[Request], Awaitable[None]]:
+_bearer = HTTPBearer(auto_error=False, description="A token of A2A_AUTH_TOKENS (when the server sets any)")
+
+
+def bearer_auth(
+    tokens: tuple[str, ...],
+) -> Callable[[HTTPAuthorizationCredentials | None], Awaitable[None]]:
     encoded = [t.encode() for t in tokens]
 
-    async def check(request: Request) -> None:
+    async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if not encoded:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if credentials is None or not credentials.credentials.strip():
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        offered = token.strip().encode()
+        offered = credentials.credentials.strip().encode()
         # Compare with every token so the time taken does not tell which one nearly matched.
         matched = False
         for candidate in encoded:
@@ -89,7 +93,7 @@ def bearer_auth(tokens: tuple[str, ...]) -> Callable[[Request], Awaitable[None]]
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    """The ASGI application. ``store`` overrides the one ``settings`` choose (tests share one)."""
+    """The ASGI application. ``store`` replaces the one ``settings`` choose (to embed the server)."""
     metrics = Metrics()
     storage = store if store is not None else make_store(settings)
     events = EventPublisher(settings.redis_url, settings.redis_prefix, metrics)
