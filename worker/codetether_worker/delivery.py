@@ -17,7 +17,8 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from codetether_contract.client import ApiError, CodetetherClient, ServerUnavailableError
 from codetether_contract.events import EventType, TaskEvent, channels_for_worker, global_channel
-from codetether_contract.models import TaskStatus
+from codetether_contract.models import Task, TaskStatus
 from codetether_worker.aio import wait_event
 from codetether_worker.health import WorkerMetrics
 
@@ -35,8 +36,28 @@ REDIS_BACKOFF_BASE = 0.5
 REDIS_BACKOFF_CAP = 5.0
 SERVER_PROBLEMS: tuple[type[Exception], ...] = (ServerUnavailableError, ApiError, ValueError)
 """What a call to the server can raise: unreachable, an error status, or an answer we cannot read."""
-SAFETY_POLL_INTERVAL = 30.0
-"""Reactive mode still polls this often: an event published in a gap nobody noticed is not lost."""
+SAFETY_POLLS_EVERY = 6
+"""Reactive mode still polls, every 6 poll intervals (at most a minute): an event lost in a gap
+nobody noticed, or a Redis the server does not publish to, cannot strand a task."""
+SEEN_LIMIT = 10_000
+EVENT_GRACE_SECONDS = 2.0
+"""A task this much older than our subscription that no event told us about means events are missing."""
+
+
+def safety_poll_interval(poll_interval: float) -> float:
+    return max(poll_interval, min(60.0, SAFETY_POLLS_EVERY * poll_interval))
+
+
+def missed_by_events(
+    tasks: Iterable[Task], known: Callable[[str], bool], subscribed_at: datetime, now: datetime
+) -> list[str]:
+    """Pending tasks created while we were subscribed that no event announced: events are not arriving.
+
+    ``known`` says whether an event announced a task. Only tasks older than a grace period count, so
+    a poll racing an event in flight is no evidence.
+    """
+    grace = timedelta(seconds=EVENT_GRACE_SECONDS)
+    return [task.id for task in tasks if not known(task.id) and subscribed_at < task.created_at < now - grace]
 
 
 def reconnect_delay(attempt: int, base: float = REDIS_BACKOFF_BASE, cap: float = REDIS_BACKOFF_CAP) -> float:
@@ -98,7 +119,6 @@ class Delivery:
         serves_global: Callable[[], bool],
         on_codebase_event: Callable[[TaskEvent], None],
         is_running: Callable[[str], bool] = lambda task_id: False,
-        safety_poll_interval: float = SAFETY_POLL_INTERVAL,
     ) -> None:
         self.client = client
         self.worker_id = worker_id
@@ -111,7 +131,10 @@ class Delivery:
         self.serves_global = serves_global
         self.on_codebase_event = on_codebase_event
         self.is_running = is_running
-        self.safety_poll_interval = max(safety_poll_interval, poll_interval)
+        self.safety_poll_interval = safety_poll_interval(poll_interval)
+        self.events_unreliable = False
+        self._subscribed_at: datetime | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()  # task ids events announced, newest last
         self.mode = "polling"
         self.polls = 0
         self.events_received = 0
@@ -131,6 +154,12 @@ class Delivery:
         self.mode = mode
         self.metrics.set_delivery_mode(mode)
 
+    def _announced(self, task_id: str) -> None:
+        self._seen[task_id] = None
+        self._seen.move_to_end(task_id)
+        while len(self._seen) > SEEN_LIMIT:
+            self._seen.popitem(last=False)
+
     def _offer(self, task_id: str) -> None:
         if not self.is_running(task_id):
             self.candidates.add(task_id)
@@ -146,9 +175,26 @@ class Delivery:
     async def poll_once(self) -> int:
         tasks = await self.client.list_tasks(TaskStatus.PENDING, worker_id=self.worker_id)
         self.polls += 1
+        if self.mode == "reactive" and self._subscribed_at is not None:
+            missed = missed_by_events(tasks, self._seen.__contains__, self._subscribed_at, datetime.now(UTC))
+            if missed and not self.events_unreliable:
+                log.warning(
+                    "Redis events are not arriving (%d task(s) found only by polling): is the server "
+                    "publishing to %s with prefix %r? Polling every %gs meanwhile",
+                    len(missed),
+                    self.redis_url,
+                    self.redis_prefix,
+                    self.poll_interval,
+                )
+                self.events_unreliable = True
         for task in tasks:
             self._offer(task.id)
         return len(tasks)
+
+    def _interval(self) -> float:
+        if self.mode == "polling" or self.events_unreliable:
+            return self.poll_interval
+        return self.safety_poll_interval
 
     async def _poll_loop(self) -> None:
         while True:
@@ -159,8 +205,7 @@ class Delivery:
                 self.metrics.server_errors.labels(operation="poll").inc()
                 self._on_poll_error(exc)
                 log.warning("polling for tasks failed: %s", exc)
-            interval = self.poll_interval if self.mode == "polling" else self.safety_poll_interval
-            await wait_event(self._poll_now, interval)
+            await wait_event(self._poll_now, self._interval())
             self._poll_now.clear()
 
     # ------------------------------------------------------------------ Redis
@@ -173,6 +218,11 @@ class Delivery:
             return
         self.events_received += 1
         if event.event is EventType.TASK_AVAILABLE:
+            if self.events_unreliable:
+                log.info("Redis events arrive again")
+                self.events_unreliable = False
+            if event.task_id:
+                self._announced(event.task_id)
             if event.task_id and event_is_for(event, self.worker_id, self.capabilities):
                 self._offer(event.task_id)
         elif event.worker_id in (None, self.worker_id):
@@ -194,6 +244,7 @@ class Delivery:
                 )
                 await pubsub.subscribe(*channels)
                 attempt, lost_logged = 0, False
+                self._subscribed_at = datetime.now(UTC)
                 self.metrics.redis_reconnects.inc()
                 self._set_mode("reactive")
                 log.info("subscribed to %s", ", ".join(channels))

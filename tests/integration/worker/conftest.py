@@ -191,7 +191,7 @@ class Fleet:
             name=name,
             server_url=self.server.url,
             root=self.root,
-            redis_url=self.redis_url if use_redis else None,
+            redis_url=options.pop("redis_url", self.redis_url if use_redis else None),
             redis_prefix=self.redis_prefix,
             **options,
         )

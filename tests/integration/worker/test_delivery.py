@@ -55,6 +55,8 @@ def own_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def server_env(request: pytest.FixtureRequest, redis_base_url: str, redis_prefix: str) -> dict[str, str]:
+    if request.node.name == "test_a_redis_the_server_does_not_publish_to_is_noticed":
+        return {"A2A_REDIS_PREFIX": redis_prefix}  # no A2A_REDIS_URL: this server publishes nothing
     if "own_redis" in request.fixturenames:
         redis: RedisServer = request.getfixturevalue("own_redis")
         return {"A2A_REDIS_URL": redis.url, "A2A_REDIS_PREFIX": redis_prefix}
@@ -170,3 +172,22 @@ async def test_a_task_it_may_not_run_is_never_claimed(harness: Harness) -> None:
     plain = await harness.task("@echo plain", codebase_id)
     await harness.finished([plain.id])
     assert (await harness.client.get_task(gpu_task.id)).status is TaskStatus.PENDING
+
+
+async def test_a_redis_the_server_does_not_publish_to_is_noticed(
+    harness: Harness, redis_base_url: str
+) -> None:
+    # The seed's default redis_url points at a local Redis; if the server publishes elsewhere (or
+    # not at all) the worker looks reactive but hears nothing. It must notice and poll.
+    folder = harness.folder("quiet")
+    worker = harness.fleet.worker(
+        "w-deaf", codebases={"q": folder}, redis_url=redis_base_url, poll_interval=0.5
+    )
+    await worker.wait_ready()
+    await wait_until(lambda: _mode_is(worker, "reactive"), what="connected to Redis")
+    codebase_id = await harness.codebase_id("q")
+    busy = await harness.task("@sleep 6", codebase_id)
+    waiting = await harness.task("@echo found by polling", codebase_id)
+    done = await harness.finished([busy.id, waiting.id])
+    assert all(t.status is TaskStatus.COMPLETED for t in done)
+    assert "Redis events are not arriving" in worker.log()

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from codetether_contract.events import EventType, TaskEvent
-from codetether_worker.delivery import CandidateQueue, event_is_for, reconnect_delay
+from codetether_contract.models import Task, TaskStatus
+from codetether_worker.delivery import (
+    CandidateQueue,
+    event_is_for,
+    missed_by_events,
+    reconnect_delay,
+    safety_poll_interval,
+)
 
 
 async def test_candidate_queue_dedupes_and_keeps_order() -> None:
@@ -38,3 +46,34 @@ def test_reconnect_backoff_grows_and_is_capped() -> None:
     assert 0.25 <= reconnect_delay(0) <= 0.5
     assert 1.0 <= reconnect_delay(2) <= 2.0
     assert all(2.5 <= reconnect_delay(n) <= 5.0 for n in range(4, 100))
+
+
+def _task(task_id: str, created: datetime) -> Task:
+    return Task(
+        id=task_id,
+        title="t",
+        prompt="p",
+        codebase_id="c",
+        status=TaskStatus.PENDING,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+def test_missed_by_events_only_counts_old_unannounced_tasks_from_while_subscribed() -> None:
+    subscribed = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    now = subscribed + timedelta(seconds=60)
+    tasks = [
+        _task("before-subscribing", subscribed - timedelta(seconds=1)),
+        _task("announced", subscribed + timedelta(seconds=10)),
+        _task("missed", subscribed + timedelta(seconds=10)),
+        _task("too-young", now - timedelta(seconds=0.5)),
+    ]
+    assert missed_by_events(tasks, {"announced"}.__contains__, subscribed, now) == ["missed"]
+
+
+def test_safety_poll_interval() -> None:
+    assert safety_poll_interval(5) == 30
+    assert safety_poll_interval(0.5) == 3
+    assert safety_poll_interval(30) == 60
+    assert safety_poll_interval(120) == 120  # never more often than asked
