@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp.web
 import yaml
-from kmock import KubernetesEmulator, ResourceInfo, Server, resource
+from kmock import KubernetesEmulator, RawHandler, ResourceInfo, Server, resource
 from kmock._internal import enums, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError, KubernetesObjectNotFoundError
 
@@ -46,7 +46,47 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class StampingEmulator(KubernetesEmulator):  # type: ignore[misc]
+class _DirectDispatch(RawHandler):  # type: ignore[misc]
+    """Serve Kubernetes verbs straight from the emulator's state.
+
+    kmock matches every request against its DSL filters by replaying the log of all past requests,
+    which is quadratic: hundreds of objects take minutes. Nothing here uses the DSL, so the verbs go
+    directly to the emulator's handlers and the request log is kept short.
+    """
+
+    __slots__ = ()
+    _REQUEST_LOG_LIMIT = 200
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        handlers: dict[Any, Any] = {
+            enums.action.LIST: self._serve_list,  # type: ignore[attr-defined]
+            enums.action.FETCH: self._serve_fetch,  # type: ignore[attr-defined]
+            enums.action.CREATE: self._serve_create,  # type: ignore[attr-defined]
+            enums.action.UPDATE: self._serve_update,  # type: ignore[attr-defined]
+            enums.action.DELETE: self._serve_delete,  # type: ignore[attr-defined]
+        }
+        if len(self._requests) > self._REQUEST_LOG_LIMIT:
+            del self._requests[:]
+        if request.resource is None or request.resource.plural is None:
+            return await super()._handle(request)  # type: ignore[no-any-return]
+        if request.action == enums.action.WATCH:
+            response = aiohttp.web.StreamResponse()
+            response.content_type = "application/json"
+            await response.prepare(request._raw_request)
+            async for item in self._serve_watch(request):  # type: ignore[attr-defined]
+                if isinstance(item, dict):
+                    await response.write(json.dumps(item).encode() + b"\n")
+            return response
+        handler = handlers.get(request.action)
+        if handler is None:
+            return await super()._handle(request)  # type: ignore[no-any-return]
+        payload = await handler(request)
+        return aiohttp.web.json_response(
+            payload, status=201 if request.action == enums.action.CREATE else 200
+        )
+
+
+class StampingEmulator(KubernetesEmulator, _DirectDispatch):  # type: ignore[misc]
     """kmock's emulator with the API-server behaviour kopf and the operator rely on."""
 
     def __attrs_post_init__(self) -> None:
