@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -45,6 +46,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_operator(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """The operator as users run it, watching the benchmark namespace only."""
+    argv = [sys.executable, "-m", "codetether_operator", "--standalone", "--namespace", NAMESPACE]
+    argv += ["--metrics-port", "0", "--liveness-port", "0", "--codebase-resync", "30", "--pool-resync", "10"]
+    argv += ["--log-level", "WARNING"]
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", type=int, default=50)
@@ -61,29 +70,7 @@ async def main() -> int:
     kube.create_namespace(NAMESPACE)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT)}
     operator_log = (workdir / "operator.log").open("wb")
-    operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "codetether_operator",
-            "--standalone",
-            "--namespace",
-            NAMESPACE,
-            "--metrics-port",
-            "0",
-            "--liveness-port",
-            "0",
-            "--codebase-resync",
-            "30",
-            "--pool-resync",
-            "10",
-            "--log-level",
-            "WARNING",
-        ],
-        env=env,
-        stdout=operator_log,
-        stderr=subprocess.STDOUT,
-    )
+    operator = start_operator(env, operator_log)
     result: dict[str, object] = {}
     try:
         await asyncio.sleep(3)  # operator start-up (imports, login, discovery) is not what we time
