@@ -102,6 +102,8 @@ def is_subset(desired: Any, actual: Any) -> bool:
         )
     if isinstance(desired, int | float) and isinstance(actual, int | float) and not isinstance(desired, bool):
         return float(desired) == float(actual)
+    if isinstance(desired, int | float) and isinstance(actual, str) and not isinstance(desired, bool):
+        return str(desired) == actual  # quantities: the API server answers 2 as "2"
     return bool(desired == actual)
 
 
