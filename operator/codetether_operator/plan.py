@@ -153,6 +153,11 @@ def ordinal_of(pool_name: str, pod: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _ordinal_below(pool_name: str, pod: str, replicas: int) -> bool:
+    ordinal = ordinal_of(pool_name, pod)
+    return ordinal is not None and ordinal < replicas
+
+
 def pod_is_ready(pod: dict[str, Any]) -> bool:
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return False
@@ -279,8 +284,7 @@ def plan_pool(
 
     plan.actions = plan_children(desired_children(pool, spec), observed)
 
-    current_pods = [p for p in pods if (ordinal_of(name, p["metadata"]["name"]) or 0) < max(spec.replicas, 0)]
-    current_pods = [p for p in current_pods if ordinal_of(name, p["metadata"]["name"]) is not None]
+    current_pods = [p for p in pods if _ordinal_below(name, p["metadata"]["name"], spec.replicas)]
     ready = sum(1 for p in current_pods if pod_is_ready(p))
     status: dict[str, Any] = {
         **base_status,

@@ -24,8 +24,10 @@ from codetether_operator.plan import (
     CodebasePlan,
     CodebaseServerView,
     Event,
+    ordinal_of,
     plan_codebase,
     plan_codebase_deletion,
+    pod_is_ready,
     registered_ids,
     secret_ref_from_status,
 )
@@ -133,8 +135,6 @@ class CodebaseHandlers:
             server_url = self.rt.clients.url_for(pool_spec.server.url)
             if not spec.global_ and not _has_valid_worker(status, spec, pool_spec):
                 pods = await self.rt.kube.list_pods(namespace, build.selector_labels(spec.pool))
-                from codetether_operator.plan import pod_is_ready
-
                 ready_pods = {p["metadata"]["name"] for p in pods if pod_is_ready(p)}
             try:
                 client = await self.rt.clients.client(
@@ -247,8 +247,6 @@ class CodebaseHandlers:
 
 
 def _has_valid_worker(status: dict[str, Any], spec: CodebaseSpec, pool_spec: PoolSpec) -> bool:
-    from codetether_operator.plan import ordinal_of
-
     worker = status.get("worker")
     ordinal = ordinal_of(spec.pool, worker) if worker else None
     return ordinal is not None and ordinal < pool_spec.replicas
