@@ -36,7 +36,7 @@ class WorkerMetrics:
         )
         self.tasks_completed = Counter(
             "codetether_worker_tasks_completed",
-            "Tasks finished, by final status (completed, failed, handed_back)",
+            "Tasks ended here, by outcome: completed, failed, handed_back, abandoned (lease lost)",
             ["status"],
             registry=r,
         )

@@ -169,6 +169,7 @@ class WorkerRuntime:
         self._heartbeat_now = asyncio.Event()
         self._codebases_changed = asyncio.Event()
         self._preparing: set[asyncio.Task[None]] = set()
+        self._abandoned: set[str] = set()  # running tasks whose lease we lost
         self._drain_now = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for running tasks
         self.delivery = Delivery(
             self.client,
@@ -357,12 +358,33 @@ class WorkerRuntime:
                     await self.client.claim_task(task_id, self.worker_id)
             self.delivery.request_poll()
 
+    async def check_running_tasks(self) -> None:
+        """Stop agents of tasks we no longer hold: our lease expired while we were cut off (or paused)
+        and the task went back to the queue or to another worker. One run at a time, never two."""
+        for task_id, runner in list(self.running.items()):
+            try:
+                task = await self.client.get_task(task_id)
+            except NotFoundError:
+                reason = "the server no longer knows it"
+            else:
+                if task.worker_id == self.worker_id and task.status is not TaskStatus.PENDING:
+                    continue  # still ours, or we just reported it ourselves
+                holder = (
+                    f" on {task.worker_id}" if task.worker_id and task.worker_id != self.worker_id else ""
+                )
+                reason = f"it is {task.status.value}{holder} now"
+            if task_id in self.running and not runner.done():
+                log.warning("task %s is no longer ours (%s); stopping its agent", task_id, reason)
+                self._abandoned.add(task_id)
+                runner.cancel()
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await wait_event(self._heartbeat_now, self.config.heartbeat_interval)
             self._heartbeat_now.clear()
             try:
                 await self.heartbeat_once()
+                await self.check_running_tasks()
                 if not self.stopping.is_set():
                     await self.refresh_codebases()
             except SERVER_PROBLEMS as exc:
@@ -429,7 +451,11 @@ class WorkerRuntime:
             else:
                 outcome = await self._run_agent(task, codebase, folder)
         except asyncio.CancelledError:
-            await asyncio.shield(self._hand_back(task))
+            if task.id in self._abandoned:  # not ours any more: nothing to hand back or report
+                self._abandoned.discard(task.id)
+                self.metrics.tasks_completed.labels(status="abandoned").inc()
+            else:
+                await asyncio.shield(self._hand_back(task))
             raise
         except Exception as exc:  # a bug here must not strand the task until its lease expires
             log.exception("running task %s failed inside the worker", task.id)

@@ -200,6 +200,7 @@ class Fleet:
 
     def stop_all(self) -> None:
         for worker in self.workers:
+            worker.signal(signal.SIGCONT)  # a paused worker would not act on SIGTERM
             worker.signal(signal.SIGTERM)
         for worker in self.workers:
             if worker.process is not None:

@@ -131,3 +131,39 @@ def test_bad_configuration_exits_2_naming_the_problem(tmp_path: Path) -> None:
         assert done.returncode == 2, (needle, done.stderr)
         [line] = done.stderr.strip().splitlines()
         assert needle in line
+
+
+async def test_a_worker_that_lost_its_lease_stops_its_agent(harness: Harness) -> None:
+    # A worker paused (or cut off) past its lease: the task runs elsewhere; when the worker comes
+    # back it must stop its own copy instead of running the task twice.
+    paused = harness.fleet.worker("w-paused")
+    await paused.wait_ready()
+    codebase_id, folder = await _shared_codebase(harness, "shared")
+    task = await harness.task("@sleep 300 on w-paused\n@append runs.txt ran", codebase_id)
+    await harness.running_on(task.id, "w-paused")
+    agent = await harness.agent_pid(task.id)
+
+    paused.signal(signal.SIGSTOP)
+    other = harness.fleet.worker("w-other")
+    await other.wait_ready()
+    [done] = await harness.finished([task.id], within=60)
+    assert done.worker_id == "w-other" and done.status is TaskStatus.COMPLETED
+    paused.signal(signal.SIGCONT)
+
+    await wait_until(_logged(paused, f"task {task.id} is no longer ours"), what="lost lease noticed")
+    await wait_until(_gone(agent), what="its agent stopped")
+    assert (folder / "runs.txt").read_text() == "ran\n"
+    assert (await harness.client.get_task(task.id)).worker_id == "w-other"
+    assert (await paused.metrics())['codetether_worker_tasks_completed_total{status="abandoned"}'] == 1
+
+
+def _gone(pid: int) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        status = await asyncio.to_thread(Path(f"/proc/{pid}/status").read_text)
+        return "\nState:\tZ" in status
+
+    return probe
