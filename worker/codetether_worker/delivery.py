@@ -234,7 +234,11 @@ class Delivery:
         lost_logged = False
         while True:
             connection = aioredis.from_url(
-                self.redis_url, socket_connect_timeout=3.0, socket_keepalive=True, health_check_interval=15
+                self.redis_url,
+                socket_connect_timeout=3.0,
+                socket_timeout=10.0,  # a Redis that vanished without closing the socket is noticed
+                socket_keepalive=True,
+                health_check_interval=15,
             )
             pubsub = connection.pubsub()
             try:
@@ -271,9 +275,10 @@ class Delivery:
                         exc,
                         self.poll_interval,
                     )
+                if self.mode == "reactive":
+                    self.request_poll()  # catch up at once; later attempts leave polling to its interval
                 lost_logged = True
                 self._set_mode("polling")
-                self.request_poll()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
