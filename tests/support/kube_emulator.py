@@ -5,7 +5,9 @@ What kmock 0.8 lacks and this adds (all known gaps listed in issue 4):
 * ``metadata.uid``, ``resourceVersion``, ``generation`` (bumped on spec changes only) and
   ``creationTimestamp`` stamped on every write; ``generateName`` honoured; the namespace from the
   URL put into the body, so namespaced watches see the object;
-* ``/api/v1/namespaces`` (list, watch, get, create), which kmock answers with a 500;
+* ``/api/v1/namespaces`` (list, watch, get, create, delete), which kmock answers with a 500;
+  deleting a namespace deletes what is in it (finalizers honoured), refuses new objects in it, and
+  removes it once empty;
 * the ``status`` subresource: ``PATCH .../status`` changes only ``status``, and a patch of the
   object itself leaves ``status`` alone, as for CRDs with ``subresources.status``;
 * equality ``labelSelector`` on lists;
@@ -37,7 +39,7 @@ import aiohttp.web
 import yaml
 from kmock import KubernetesEmulator, RawHandler, ResourceInfo, Server, resource
 from kmock._internal import enums, rendering
-from kmock._internal.k8s import KubernetesObjectConflictError, KubernetesObjectNotFoundError
+from kmock._internal.k8s import KubernetesError, KubernetesObjectConflictError, KubernetesObjectNotFoundError
 
 _ANNOTATIONS_NO_GENERATION = ("metadata", "status")
 
@@ -95,6 +97,7 @@ class StampingEmulator(KubernetesEmulator, _DirectDispatch):  # type: ignore[mis
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._namespace_watchers: list[asyncio.Queue[dict[str, Any]]] = []
         self._status_subresources: set[tuple[str, str, str]] = set()
+        self._namespace_reaper: asyncio.Future[None] | None = None
         for core in ("v1/pods", "v1/secrets", "v1/configmaps", "v1/services", "v1/events"):
             self.resources[core] = ResourceInfo(
                 namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}
@@ -138,6 +141,8 @@ class StampingEmulator(KubernetesEmulator, _DirectDispatch):  # type: ignore[mis
             if name in self._namespaces:
                 return _status(409, "AlreadyExists", f'namespaces "{name}" already exists')
             return aiohttp.web.json_response(self.add_namespace(name), status=201)
+        if raw.method == "DELETE" and len(parts) == 4:
+            return await self._delete_namespace(parts[3])
         if len(parts) == 4:
             found = self._namespaces.get(parts[3])
             if found is None:
@@ -166,6 +171,52 @@ class StampingEmulator(KubernetesEmulator, _DirectDispatch):  # type: ignore[mis
             }
         )
 
+    async def _delete_namespace(self, name: str) -> aiohttp.web.StreamResponse:
+        """Like the namespace controller: delete everything in it, drop it once it is empty."""
+        body = self._namespaces.get(name)
+        if body is None:
+            return _status(404, "NotFound", f'namespaces "{name}" not found')
+        body["metadata"]["deletionTimestamp"] = body["metadata"].get("deletionTimestamp") or _now()
+        body["status"] = {"phase": "Terminating"}
+        await self._delete_contents(name)
+        if self._namespace_reaper is None or self._namespace_reaper.done():
+            self._namespace_reaper = asyncio.ensure_future(self._reap_namespaces())
+        return aiohttp.web.json_response(body)
+
+    async def _delete_contents(self, namespace: str) -> None:
+        async with self._lock:
+            for (res, ns, _), obj in list(self._objects.items()):
+                if ns != namespace or obj.deleted or obj.get("metadata", {}).get("deletionTimestamp"):
+                    continue
+                if obj.get("metadata", {}).get("finalizers"):
+                    obj.patch(
+                        {
+                            "metadata": {
+                                "deletionTimestamp": _now(),
+                                "resourceVersion": str(next(self._versions)),
+                            }
+                        }
+                    )
+                    await self._buses[res].put({"type": "MODIFIED", "object": obj.raw})
+                else:
+                    raw = obj.raw
+                    obj.delete()
+                    await self._buses[res].put({"type": "DELETED", "object": raw})
+
+    async def _reap_namespaces(self) -> None:
+        while any(b["metadata"].get("deletionTimestamp") for b in self._namespaces.values()):
+            for name, body in list(self._namespaces.items()):
+                if not body["metadata"].get("deletionTimestamp"):
+                    continue
+                if not any(ns == name and not obj.deleted for (_, ns, _), obj in self._objects.items()):
+                    del self._namespaces[name]
+                    for queue in self._namespace_watchers:
+                        queue.put_nowait({"type": "DELETED", "object": body})
+            await asyncio.sleep(0.1)
+
+    def namespace_exists(self, name: str) -> bool:
+        return name in self._namespaces
+
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         parts = raw_request.path.strip("/").split("/")
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
@@ -187,6 +238,13 @@ class StampingEmulator(KubernetesEmulator, _DirectDispatch):  # type: ignore[mis
         if request.resource is None:
             return await super()._handle(request)  # type: ignore[no-any-return]
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
+            terminating = self._namespaces.get(request.namespace or "", {}).get("metadata", {})
+            if terminating.get("deletionTimestamp"):
+                raise KubernetesError(
+                    status=403,
+                    reason="Forbidden",
+                    message=f"namespace {request.namespace} is being terminated",
+                )
             data = copy.deepcopy(request.data)
             meta = data.setdefault("metadata", {})
             if request.namespace:

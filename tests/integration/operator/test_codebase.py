@@ -186,3 +186,34 @@ async def test_finalizer_never_wedges_when_server_and_pool_are_gone(
     await eventually(lambda: kube.get_codebase(ns, "slow") is None, within=30, what="slow released")
     warnings = [e for e in kube.events(ns) if e.get("reason") == "DeregistrationAbandoned"]
     assert len(warnings) >= 2 and all(e["type"] == "Warning" for e in warnings)
+
+
+async def test_deleting_the_namespace_finishes_and_removes_registrations(
+    kube_env: KubeEnv, server: ServerProcess, operator: None
+) -> None:
+    ns, kube = kube_env.namespace, kube_env.client
+    kube.create_pool(ns, "alpha", pool_spec(server.url, replicas=2))
+    for i in range(3):
+        kube.create_codebase(ns, f"repo-{i}", {"pool": "alpha"})
+    kube.create_codebase(ns, "shared", {"pool": "alpha", "global": True})
+    for name in ("repo-0", "repo-1", "repo-2", "shared"):
+        await eventually(lambda name=name: _registered(kube, ns, name), what=f"{name} registered")
+    assert len(await _server_codebases(server)) == 5
+    kube.core.delete_namespace(ns)
+    await eventually(lambda: kube.get(f"/api/v1/namespaces/{ns}") is None, what="namespace gone")
+    assert await _server_codebases(server) == {}
+
+
+async def test_deleting_the_namespace_finishes_while_the_server_is_down(
+    kube_env: KubeEnv, server: ServerProcess, operator: None
+) -> None:
+    ns, kube = kube_env.namespace, kube_env.client
+    kube.create_pool(ns, "alpha", pool_spec(server.url, replicas=2))
+    for i in range(2):
+        kube.create_codebase(ns, f"repo-{i}", {"pool": "alpha"})
+    for name in ("repo-0", "repo-1"):
+        await eventually(lambda name=name: _registered(kube, ns, name), what=f"{name} registered")
+    server.kill()
+    kube.core.delete_namespace(ns)
+    # Bounded by the finalizer timeout (6 s here) at worst; never stuck.
+    await eventually(lambda: kube.get(f"/api/v1/namespaces/{ns}") is None, within=40, what="namespace gone")
