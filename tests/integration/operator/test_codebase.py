@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from codetether_contract import CodetetherClient
-from tests.integration.operator.conftest import KubeEnv, pool_spec
+from tests.integration.operator.conftest import KubeEnv, pool_spec, running_operator
 from tests.support.kube_client import eventually
 from tests.support.server import ServerProcess
 
@@ -217,3 +218,40 @@ async def test_deleting_the_namespace_finishes_while_the_server_is_down(
     kube.core.delete_namespace(ns)
     # Bounded by the finalizer timeout (6 s here) at worst; never stuck.
     await eventually(lambda: kube.get(f"/api/v1/namespaces/{ns}") is None, within=40, what="namespace gone")
+
+
+async def test_token_from_the_secret_is_used_and_a_wrong_one_is_reported(
+    kube_env: KubeEnv, tmp_path: Path
+) -> None:
+    ns, kube = kube_env.namespace, kube_env.client
+    secured = ServerProcess(
+        env={"A2A_STORAGE": "memory", "A2A_AUTH_TOKENS": "s3cret"}, log_dir=tmp_path
+    ).start()
+    try:
+        kube.create_secret(ns, "good", {"token": "s3cret"})
+        kube.create_secret(ns, "bad", {"token": "wrong"})
+        auth = {"url": secured.url, "authSecretRef": {"name": "good"}}
+        kube.create_pool(ns, "alpha", pool_spec(secured.url, replicas=1, server=auth))
+        kube.create_pool(
+            ns, "beta", pool_spec(secured.url, replicas=1, server={**auth, "authSecretRef": {"name": "bad"}})
+        )
+        kube.create_codebase(ns, "ok", {"pool": "alpha"})
+        kube.create_codebase(ns, "refused", {"pool": "beta"})
+        async with running_operator(kube_env):
+            await eventually(lambda: _registered(kube, ns, "ok"), what="registered with the token")
+            refused = await eventually(
+                lambda: (
+                    (o := kube.get_codebase(ns, "refused"))
+                    and _condition(o, "Degraded").get("reason") == "ServerRejected"
+                    and o
+                ),
+                what="ServerRejected",
+            )
+            assert "authSecretRef" in _condition(refused, "Degraded")["message"]
+            sts = kube.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/alpha")
+            env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert env["A2A_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "good", "key": "token"}
+        async with CodetetherClient(secured.url, token="s3cret") as api:
+            assert [c.id for c in await api.list_codebases()] == [f"{ns}.ok"]
+    finally:
+        secured.stop()
