@@ -225,7 +225,14 @@ async def run_demo(processes: Processes, use_redis: bool, size: int, wait_second
             created = [await client.create_task(request) for request in requests]
             tasks = await _progress(client, [t.id for t in created], wait_seconds)
             workers = await client.list_workers()
-        report(tasks, codebases_by_id={cb.id: name for name, cb in codebases.items()}, folder=folder)
+        rules = {
+            cb.name: f"pinned to {cb.worker_id}"
+            for cb in codebases.values()
+            if cb.worker_id and not cb.is_global
+        }
+        serving_global = sorted(cb.worker_id or "?" for cb in codebases.values() if cb.is_global)
+        rules["global"] = f"any worker with a global codebase: {', '.join(serving_global) or 'none'}"
+        report(tasks, {cb.id: name for name, cb in codebases.items()}, rules, folder)
         _say("\nGET /v1/agent/workers")
         for worker in sorted(workers, key=lambda w: w.id):
             view = {
@@ -249,7 +256,7 @@ async def run_demo(processes: Processes, use_redis: bool, size: int, wait_second
         await asyncio.to_thread(processes.stop_all)
 
 
-def report(tasks: list[Task], codebases_by_id: dict[str, str], folder: Path) -> None:
+def report(tasks: list[Task], codebases_by_id: dict[str, str], rules: dict[str, str], folder: Path) -> None:
     per_worker: dict[str, list[Task]] = defaultdict(list)
     routing: dict[str, Counter[str]] = defaultdict(Counter)
     for task in tasks:
@@ -272,10 +279,10 @@ def report(tasks: list[Task], codebases_by_id: dict[str, str], folder: Path) -> 
         if len(done) > 3:
             _say(f"      ... and {len(done) - 3} more")
 
-    _say("\nRouting (codebase -> worker)")
+    _say("\nRouting (codebase: rule -> where its tasks ran)")
     for codebase in sorted(routing):
         spread = ", ".join(f"{worker} x{count}" for worker, count in sorted(routing[codebase].items()))
-        _say(f"  {codebase:<9} -> {spread}")
+        _say(f"  {codebase:<9} ({rules.get(codebase, 'any worker')}) -> {spread}")
 
     written = sorted(
         str(p.relative_to(folder)) for p in folder.glob("*/**/*") if p.is_file() and "storage" not in str(p)

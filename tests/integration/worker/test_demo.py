@@ -37,9 +37,9 @@ def test_demo_completes_and_shows_the_routing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "All 6 tasks completed." in out
-    assert re.search(r"frontend\s+-> worker-1 x2", out)
-    assert re.search(r"backend\s+-> worker-2 x2", out)
-    assert re.search(r"global\s+-> worker-3 x2", out)
+    assert re.search(r"frontend\s+\(pinned to worker-1\) -> worker-1 x2", out)
+    assert re.search(r"backend\s+\(pinned to worker-2\) -> worker-2 x2", out)
+    assert re.search(r"global\s+\(any worker with a global codebase: worker-3\) -> worker-3 x2", out)
     assert "GET /v1/agent/workers" in out and '"tasks_completed": 2' in out
     folder = re.search(r"work folder (\S+)\)", out)
     assert folder is not None
