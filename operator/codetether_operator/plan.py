@@ -376,7 +376,6 @@ class CodebasePlan:
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     placed_on: list[str] = field(default_factory=list)
-    retry: bool = False  # look again soon (pending placement or a server problem)
 
 
 def server_codebase_id(namespace: str, name: str) -> str:
@@ -449,12 +448,10 @@ def plan_codebase(
     if spec is None:
         return fail(INVALID_SPEC, spec_error or "invalid spec")
     if pool is None:
-        plan.retry = True
         return fail(
             POOL_NOT_FOUND, f"CodetetherWorkerPool {spec.pool!r} (spec.pool) does not exist in {namespace}"
         )
     if pool_spec is None:
-        plan.retry = True
         return fail(
             POOL_INVALID, f"CodetetherWorkerPool {spec.pool!r} has an invalid spec; see its conditions"
         )
@@ -480,7 +477,6 @@ def plan_codebase(
             ordinal = spec.placement.ordinal
         assert ordinal is not None
         if ordinal >= replicas:
-            plan.retry = True
             return fail(
                 ORDINAL_OUT_OF_RANGE,
                 f"spec.placement ordinal {ordinal} is beyond pool {spec.pool!r} "
@@ -505,7 +501,6 @@ def plan_codebase(
                 )
 
     if not targets:
-        plan.retry = True
         plan.deregister = _registered_ids(status)
         return fail(NO_WORKERS, f"pool {spec.pool!r} has no pods (replicas: 0)", phase=CodebasePhase.PENDING)
 
@@ -555,7 +550,6 @@ def plan_codebase(
     placement_changed = sorted(_assigned(status)) != sorted(targets)
 
     if server.error is not None:
-        plan.retry = True
         plan.placed_on = targets
         message = f"cannot reach the CodeTether server at {server_url}: {server.error}"
         if server.error_reason != SERVER_UNREACHABLE:
