@@ -191,3 +191,20 @@ async def test_a_redis_the_server_does_not_publish_to_is_noticed(
     done = await harness.finished([busy.id, waiting.id])
     assert all(t.status is TaskStatus.COMPLETED for t in done)
     assert "Redis events are not arriving" in worker.log()
+
+
+async def test_many_workers_run_every_task_exactly_once(harness: Harness) -> None:
+    workers = [harness.fleet.worker(f"w-many-{n}", max_concurrent_tasks=2) for n in range(3)]
+    for worker in workers:
+        await worker.wait_ready()
+    folder = harness.folder("many")
+    codebase = await harness.client.register_codebase(CodebaseCreate(name="many", path=str(folder)))
+
+    tasks = [await harness.task(f"@append runs.txt {n}", codebase.id) for n in range(30)]
+    done = await harness.finished([t.id for t in tasks])
+
+    assert all(t.status is TaskStatus.COMPLETED and t.attempts == 0 for t in done)
+    runs = (folder / "runs.txt").read_text().split()
+    assert sorted(runs, key=int) == [str(n) for n in range(30)]  # each once: no task ran twice
+    claimed = [(await w.metrics())["codetether_worker_tasks_claimed_total"] for w in workers]
+    assert sum(claimed) == 30
