@@ -379,14 +379,22 @@ class WorkerRuntime:
                 runner.cancel()
 
     async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval
+        next_beat = time.monotonic() + interval
         while True:
-            await wait_event(self._heartbeat_now, self.config.heartbeat_interval)
+            # Woken early (status busy/active/draining changed, or the server forgot us): send just
+            # the heartbeat; the checks below run once per interval.
+            await wait_event(self._heartbeat_now, max(0.0, next_beat - time.monotonic()))
             self._heartbeat_now.clear()
+            on_schedule = time.monotonic() >= next_beat
+            if on_schedule:
+                next_beat = time.monotonic() + interval
             try:
                 await self.heartbeat_once()
-                await self.check_running_tasks()
-                if not self.stopping.is_set():
-                    await self.refresh_codebases()
+                if on_schedule:
+                    await self.check_running_tasks()
+                    if not self.stopping.is_set():
+                        await self.refresh_codebases()
             except SERVER_PROBLEMS as exc:
                 self._server_failed("heartbeat", exc)
                 log.warning("heartbeat failed: %s", exc)
