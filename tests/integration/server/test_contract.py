@@ -362,15 +362,15 @@ async def test_an_expired_lease_requeues_then_fails_after_max_attempts(serve: Se
 
 
 async def test_heartbeats_renew_the_leases_of_running_tasks(serve: Serve) -> None:
-    api = await serve(A2A_LEASE_SECONDS="1")
+    api = await serve(A2A_LEASE_SECONDS="1.5")
     await api.worker("w1")
     task = await api.client.create_task(
         TaskCreate(title="t", prompt="p", codebase_id=await api.codebase("c"))
     )
     claimed = await api.client.claim_task(task.id, "w1")
     latest = claimed.lease_expires_at
-    for _ in range(5):  # two lease lengths
-        await asyncio.sleep(0.4)
+    for _ in range(8):  # more than one lease length, heartbeating every fifth of it
+        await asyncio.sleep(0.3)
         await api.client.heartbeat("w1")
         current = await api.client.get_task(task.id)
         assert current.status is TaskStatus.RUNNING

@@ -115,7 +115,7 @@ async def test_two_replicas_claim_exactly_once_and_sweep_once(
         "A2A_STORAGE": backend,
         "A2A_REDIS_URL": redis_base_url,
         "A2A_REDIS_PREFIX": redis_prefix,
-        "A2A_LEASE_SECONDS": "1",
+        "A2A_LEASE_SECONDS": "2",
         "A2A_LEASE_SWEEP_INTERVAL": "0.1",
         "A2A_MAX_ATTEMPTS": "5",
     }
@@ -195,9 +195,14 @@ async def test_postgres_keeps_everything_across_sigkill(
         assert (await client.get_task(waiting.id)).status is TaskStatus.PENDING
         assert [s.title for s in await client.list_sessions(app.id)] == ["Session one"]
         assert [m.tool_usage for m in await client.list_messages(app.id, "s1")] == [{"edit": 1}]
-        assert (await client.get_task(running.id)).worker_id == "pod-0"
+        # pod-0 died with the server: its lease runs out (maybe already, on a slow machine) and the
+        # restarted server requeues the task, once.
+        survived = await client.get_task(running.id)
+        assert (survived.status, survived.worker_id) in {
+            (TaskStatus.RUNNING, "pod-0"),
+            (TaskStatus.PENDING, None),
+        }
 
-        # pod-0 died with the server: its lease runs out and the restarted server requeues the task.
         async def requeued() -> bool:
             return (await client.get_task(running.id)).status is TaskStatus.PENDING
 
