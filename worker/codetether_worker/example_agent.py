@@ -76,12 +76,23 @@ class Session:
         self.title = title
         self.agent = agent
         self.model = model
+        self.unwritable = False
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(data), encoding="utf-8")
-        temporary.replace(path)  # readers never see half a file
+        # The session record is a by-product: a storage folder we cannot write must not fail the task.
+        if self.unwritable:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(data), encoding="utf-8")
+            temporary.replace(path)  # readers never see half a file
+        except OSError as exc:
+            self.unwritable = True
+            print(
+                f"codetether-example-agent: not recording the session in {self.storage}: {exc}",
+                file=sys.stderr,
+            )
 
     def save(self, directory: Path) -> None:
         path = session_file(self.storage, self.id)

@@ -85,3 +85,14 @@ def test_session_records_the_task(example_agent: str, tmp_path: Path, agent_stor
     assert record["task_id"] == "task-7"
     assert record["model"] == "m1"
     assert record["directory"] == str(tmp_path.resolve())
+
+
+def test_an_unwritable_storage_folder_does_not_fail_the_task(example_agent: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder should be")
+    done = run(
+        example_agent, tmp_path, "@echo still works", env={"CODETETHER_STORAGE_DIR": str(blocker / "storage")}
+    )
+    assert done.returncode == 0, done.stderr
+    assert [e["text"] for e in events(done.stdout) if e.get("type") == "text"] == ["still works"]
+    assert "not recording the session" in done.stderr
