@@ -491,7 +491,8 @@ class WorkerRuntime:
             cwd=folder,
             timeout=self.config.task_timeout,
             model=task.model,
-            session_id=task.session_id or _text_or_none(task.metadata.get("session_id")),
+            # Only an explicit request: a session an earlier attempt started may live on another machine.
+            session_id=_text_or_none(task.metadata.get("session_id")),
             env={
                 STORAGE_ENV: str(self.config.agent_storage),
                 "CODETETHER_TASK_ID": task.id,

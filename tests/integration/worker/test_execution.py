@@ -143,3 +143,22 @@ def _not(probe: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
         return not await probe()
 
     return negated
+
+
+async def test_a_task_can_continue_a_session(harness: Harness) -> None:
+    folder = harness.folder("cont")
+    worker = harness.fleet.worker("w-continue", codebases={"c": folder})
+    await worker.wait_ready()
+    codebase_id = await harness.codebase_id("c")
+
+    first = await harness.task("Start\n@echo one", codebase_id)
+    [first_done] = await harness.finished([first.id])
+    second = await harness.task("@echo two", codebase_id, metadata={"session_id": first_done.session_id})
+    [second_done] = await harness.finished([second.id])
+    assert second_done.session_id == first_done.session_id
+
+    async def four_messages() -> bool:
+        sessions = await harness.client.list_sessions(codebase_id)
+        return any(s.id == first_done.session_id and s.message_count == 4 for s in sessions)
+
+    await wait_until(four_messages, what="the continued session synced with 4 messages")
