@@ -606,8 +606,13 @@ class WorkerRuntime:
                 try:
                     await self.health.start()
                 except OSError as exc:
-                    log.error("cannot listen on health port %d: %s", self.config.health_port, exc.strerror)
-                    return 1
+                    # e.g. a second worker on one machine with the same config: it still works.
+                    log.error(
+                        "cannot listen on health port %d (%s): running without /healthz, /readyz, /metrics",
+                        self.config.health_port,
+                        exc.strerror,
+                    )
+                    self.health = None
             if not await self.register_until_done():
                 return 0
             background = [

@@ -167,3 +167,16 @@ def _gone(pid: int) -> Callable[[], Awaitable[bool]]:
         return "\nState:\tZ" in status
 
     return probe
+
+
+async def test_two_workers_sharing_a_health_port_both_work(harness: Harness) -> None:
+    first = harness.fleet.worker("w-port-1")
+    await first.wait_ready()
+    second = harness.fleet.worker("w-port-2", extra_args=["--health-port", str(first.health_port)])
+    await wait_until(_logged(second, "cannot listen on health port"), what="the port clash reported")
+
+    async def both_registered() -> bool:
+        return {w.id for w in await harness.client.list_workers()} == {"w-port-1", "w-port-2"}
+
+    await wait_until(both_registered, what="both workers registered")
+    assert second.alive()
