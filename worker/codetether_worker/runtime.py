@@ -431,6 +431,9 @@ class WorkerRuntime:
         self.server_ok = True
         self.metrics.tasks_claimed.inc()
         task = answer.task
+        if self.stopping.is_set():  # the claim raced the stop signal: give it straight back
+            await self._hand_back(task)
+            return False
         log.info("claimed task %s (%s) for codebase %s", task.id, task.title, task.codebase_id)
         runner = asyncio.create_task(self._execute(task), name=f"task-{task.id}")
         self.running[task.id] = runner
