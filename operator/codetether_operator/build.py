@@ -91,8 +91,9 @@ def worker_config(spec: PoolSpec) -> dict[str, Any]:
         "drain_timeout": spec.drain_timeout_seconds,
         "codebases": [],
     }
-    if spec.server.redis_url:
-        config["redis_url"] = spec.server.redis_url
+    # Without a Redis URL the worker would try the seed's default (localhost), which is never right in
+    # a pod: polling is the delivery then.
+    config["redis_url"] = spec.server.redis_url or "none"
     if spec.task_timeout_seconds is not None:
         config["task_timeout"] = spec.task_timeout_seconds
     return config
@@ -159,6 +160,8 @@ def _env(spec: PoolSpec) -> list[dict[str, Any]]:
         {"name": "A2A_SERVER_URL", "value": spec.server.url},
         # The root filesystem is read-only: whatever wants a writable home (git, agents) gets /tmp.
         {"name": "HOME", "value": "/tmp"},
+        # Agent sessions live on the codebases volume, so they survive restarts and get synced.
+        {"name": "A2A_AGENT_STORAGE", "value": f"{spec.storage.mount_path.rstrip('/')}/.codetether/storage"},
     ]
     if spec.server.redis_url:
         env.append({"name": "A2A_REDIS_URL", "value": spec.server.redis_url})

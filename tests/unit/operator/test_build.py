@@ -99,3 +99,15 @@ def test_user_pod_labels_cannot_override_selector_labels() -> None:
     sts = build.build_statefulset(POOL, _spec(podLabels={"codetether.run/pool": "evil", "team": "a"}))
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert labels["codetether.run/pool"] == "alpha" and labels["team"] == "a"
+
+
+def test_worker_config_turns_redis_off_when_the_pool_names_none() -> None:
+    assert build.worker_config(_spec())["redis_url"] == "none"
+    with_redis = _spec(server={"url": "http://s:8000", "redisUrl": "redis://r:6379/0"})
+    assert build.worker_config(with_redis)["redis_url"] == "redis://r:6379/0"
+
+
+def test_agent_storage_is_on_the_codebases_volume() -> None:
+    sts = build.build_statefulset(POOL, _spec(storage={"mountPath": "/work/"}))
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["A2A_AGENT_STORAGE"]["value"] == "/work/.codetether/storage"
