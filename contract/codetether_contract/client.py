@@ -266,6 +266,11 @@ class CodetetherClient:
     async def get_task(self, task_id: str) -> Task:
         return await self._call(Task, "GET", f"/v1/agent/tasks/{task_id}")
 
+    async def cancel_task(self, task_id: str) -> Task:
+        """Cancel a pending or running task (an administrator's call). 409 when it already ended
+        (also when a retry follows a cancel whose answer was lost: the task is cancelled either way)."""
+        return await self._call(Task, "POST", f"/v1/agent/tasks/{task_id}/cancel")
+
     async def claim_task(self, task_id: str, worker_id: str) -> ClaimAnswer:
         """Claim a pending task. Repeating a claim the same worker holds renews it (idempotent)."""
         return await self._call(

@@ -1,13 +1,14 @@
 """Task events on Redis pub/sub: channel names and the event body.
 
 The server publishes one event whenever a task becomes claimable (created, handed back, requeued
-after a lease expired) and whenever a codebase is assigned to or removed from a worker. Pub/sub keeps
+after a lease expired), whenever a codebase is assigned to or removed from a worker, and when a
+running task is cancelled by request (``task.cancelled`` on the holding worker's channel). Pub/sub keeps
 no backlog, so a worker that (re)connects polls once; an event is a hint, the claim decides.
 
 Channels, with the default prefix ``codetether``:
 
 * ``codetether:tasks:worker:<worker_id>`` -- tasks for codebases pinned to that worker (affinity),
-  and ``codebase.*`` events for that worker;
+  ``codebase.*`` events and ``task.cancelled`` for tasks that worker holds;
 * ``codetether:tasks:global`` -- tasks with ``codebase_id: "global"``, for workers that registered a
   global codebase;
 * ``codetether:tasks:shared`` -- tasks for codebases registered without a ``worker_id``.
@@ -27,6 +28,7 @@ class EventType(StrEnum):
     TASK_AVAILABLE = "task.available"
     CODEBASE_ASSIGNED = "codebase.assigned"
     CODEBASE_REMOVED = "codebase.removed"
+    TASK_CANCELLED = "task.cancelled"
 
 
 def worker_channel(worker_id: str, prefix: str = DEFAULT_PREFIX) -> str:

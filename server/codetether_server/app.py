@@ -189,6 +189,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def get_task(task_id: str, service: ServiceDep) -> Task:
         return await service.get_task(task_id)
 
+    @api.post("/v1/agent/tasks/{task_id}/cancel", response_model=Task, tags=["tasks"])
+    async def cancel_task(task_id: str, service: ServiceDep) -> Task:
+        """Cancel a pending or running task; its worker stops the agent. 409 when it already ended."""
+        return await service.cancel_task(task_id)
+
     @api.put("/v1/agent/tasks/{task_id}/status", response_model=Task, tags=["tasks"])
     async def update_task_status(task_id: str, body: TaskStatusUpdate, service: ServiceDep) -> Task:
         return await service.update_status(task_id, body)

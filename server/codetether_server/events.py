@@ -85,6 +85,13 @@ class EventPublisher:
         )
         await self.publish(channel, event)
 
+    async def task_cancelled(self, task: Task, worker_id: str) -> None:
+        """Tell the worker holding a task that it was cancelled, so it stops the agent at once."""
+        event = TaskEvent(
+            event=EventType.TASK_CANCELLED, task_id=task.id, codebase_id=task.codebase_id, worker_id=worker_id
+        )
+        await self.publish(worker_channel(worker_id, self.prefix), event)
+
     async def codebase_changed(self, event_type: EventType, codebase: Codebase, worker_id: str) -> None:
         event = TaskEvent(event=event_type, codebase_id=codebase.id, worker_id=worker_id)
         await self.publish(worker_channel(worker_id, self.prefix), event)

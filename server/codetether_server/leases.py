@@ -13,6 +13,7 @@ from codetether_contract.models import MAX_RESULT_CHARS, Task, TaskStatus, Worke
 from codetether_server.errors import Conflict
 
 TRUNCATION_SUFFIX = "\n[truncated by the server]"
+CANCELLED_BY_REQUEST = "cancelled by request"
 
 
 def lease_until(now: datetime, lease_seconds: float) -> datetime:
@@ -103,6 +104,39 @@ def finish(
     if session_id is not None:
         update["session_id"] = session_id
     return task.model_copy(update=update)
+
+
+def cancel(task: Task, now: datetime) -> Task:
+    """An administrator ends the task: pending or running -> cancelled; a final task stays as it is.
+
+    A running task keeps its ``worker_id``, so the holder learns (event or lease check) that the task
+    ended on someone else's word, and its later reports get 409 instead of resurrecting it.
+    """
+    if task.status.is_final:
+        raise Conflict(
+            f"task {task.id} is already {task.status.value}: only pending or running tasks can be cancelled"
+        )
+    return task.model_copy(
+        update={
+            "status": TaskStatus.CANCELLED,
+            "lease_expires_at": None,
+            "completed_at": now,
+            "updated_at": now,
+            "error": CANCELLED_BY_REQUEST,
+        }
+    )
+
+
+def retention_cutoff(now: datetime, retention_seconds: float) -> datetime | None:
+    """Tasks finished before the answer are deleted; None: keep finished tasks forever (retention 0)."""
+    if retention_seconds <= 0:
+        return None
+    return now - timedelta(seconds=retention_seconds)
+
+
+def past_retention(task: Task, cutoff: datetime) -> bool:
+    """A final task that finished before ``cutoff``: it goes, with its output."""
+    return task.status.is_final and task.completed_at is not None and task.completed_at < cutoff
 
 
 def set_session(task: Task, worker_id: str, session_id: str, now: datetime) -> Task:

@@ -30,6 +30,17 @@ class Metrics:
         self.tasks_created = Counter(
             "codetether_server_tasks_created_total", "Tasks created", registry=self.registry
         )
+        self.tasks_cancelled = Counter(
+            "codetether_server_tasks_cancelled_total",
+            "Tasks cancelled by request, by the state they were in (pending, running)",
+            ["from_status"],
+            registry=self.registry,
+        )
+        self.tasks_deleted = Counter(
+            "codetether_server_tasks_deleted_total",
+            "Finished tasks deleted after A2A_TASK_RETENTION_SECONDS",
+            registry=self.registry,
+        )
         self.claims = Counter(
             "codetether_server_claims_total",
             "Claim attempts by outcome (claimed, renewed, conflict, not_found)",

@@ -344,10 +344,24 @@ class Service:
             )
         return after
 
+    async def cancel_task(self, task_id: str) -> Task:
+        now = self.clock()
+        before, after = await self._transition(task_id, lambda t: leases.cancel(t, now))
+        self.metrics.tasks_cancelled.labels(before.status.value).inc()
+        if before.status is TaskStatus.RUNNING and before.worker_id:
+            await self.events.task_cancelled(after, before.worker_id)
+        log.info(
+            "task cancelled by request",
+            extra={"task_id": task_id, "worker_id": before.worker_id, "was": before.status.value},
+        )
+        return after
+
     async def append_output(self, task_id: str, worker_id: str, chunk: str) -> None:
         task = await self.get_task(task_id)
         if task.worker_id != worker_id:
             raise Conflict(f"task {task_id} is not held by worker {worker_id}")
+        if task.status is TaskStatus.CANCELLED:
+            raise Conflict(f"task {task_id} is cancelled: its output is no longer taken")
         await self.store.append_output(task_id, chunk, self.settings.max_output_chars)
 
     async def get_output(self, task_id: str) -> TaskOutput:
@@ -379,6 +393,21 @@ class Service:
                 await self._announce(changed)
         return handled
 
+    async def sweep_finished_tasks(self, batch: int = 500) -> int:
+        """Delete final tasks (and output) older than the retention. Safe in several replicas at once."""
+        now = self.clock()
+        cutoff = leases.retention_cutoff(now, self.settings.task_retention_seconds)
+        if cutoff is None:
+            return 0
+        deleted = 0
+        for task_id in await self.store.finished_task_ids(cutoff, batch):
+            if await self.store.delete_task_if(task_id, lambda t: leases.past_retention(t, cutoff)):
+                deleted += 1
+        if deleted:
+            self.metrics.tasks_deleted.inc(deleted)
+            log.info("finished tasks deleted after retention", extra={"deleted": deleted})
+        return deleted
+
     async def run_sweeper(self, stop: asyncio.Event) -> None:
         """Sweep every ``lease_sweep_interval`` until ``stop`` is set (a sweep in progress finishes)."""
         while not stop.is_set():
@@ -386,6 +415,10 @@ class Service:
                 await self.sweep_expired_leases()
             except Exception:
                 log.exception("lease sweep failed")
+            try:
+                await self.sweep_finished_tasks()
+            except Exception:
+                log.exception("retention sweep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.lease_sweep_interval)
 

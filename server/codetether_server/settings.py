@@ -66,6 +66,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Seconds between scans for expired leases (every replica scans; scans are safe concurrently).",
     ),
     SettingSpec(
+        "task_retention_seconds",
+        "A2A_TASK_RETENTION_SECONDS",
+        "604800",
+        "Finished tasks (completed, failed, cancelled) and their output are deleted this long after "
+        "they finished (checked with the lease sweep). 0: keep them forever.",
+    ),
+    SettingSpec(
         "worker_offline_seconds",
         "A2A_WORKER_OFFLINE_SECONDS",
         "90",
@@ -107,6 +114,7 @@ class Settings(BaseModel):
     lease_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=100)
     lease_sweep_interval: float = Field(default=5.0, gt=0)
+    task_retention_seconds: float = Field(default=604800.0, ge=0)
     worker_offline_seconds: float = Field(default=90.0, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_output_chars: int = Field(default=1_000_000, ge=100)

@@ -27,6 +27,7 @@ from codetether_contract.models import (
 )
 
 TaskChange = Callable[[Task], Task]
+TaskCheck = Callable[[Task], bool]
 
 
 class WorkerRecord(BaseModel):
@@ -215,6 +216,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count_tasks(self) -> dict[TaskStatus, int]: ...
+
+    @abc.abstractmethod
+    async def finished_task_ids(self, before: datetime, limit: int) -> list[str]:
+        """Final tasks that finished before ``before``, oldest first (candidates; deletion re-checks)."""
+
+    @abc.abstractmethod
+    async def delete_task_if(self, task_id: str, check: TaskCheck) -> bool:
+        """Delete the task and its output atomically when ``check`` approves the task as stored now.
+
+        False when the task is gone or ``check`` says no, so several replicas may try the same task.
+        """
 
     # ------------------------------------------------------------------ output
 

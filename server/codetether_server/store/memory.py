@@ -20,6 +20,7 @@ from codetether_server.store.base import (
     CodebaseUpsert,
     Store,
     TaskChange,
+    TaskCheck,
     TaskNotFound,
     TaskQuery,
     WorkerRecord,
@@ -149,6 +150,27 @@ class MemoryStore(Store):
 
     async def count_tasks(self) -> dict[TaskStatus, int]:
         return {status: len(ids) for status, ids in self._task_ids_by_status.items() if ids}
+
+    async def finished_task_ids(self, before: datetime, limit: int) -> list[str]:
+        finished = [
+            self._tasks[i]
+            for status in TaskStatus
+            if status.is_final
+            for i in self._task_ids_by_status[status]
+        ]
+        old = [t for t in finished if t.completed_at is not None and t.completed_at < before]
+        old.sort(key=lambda t: (t.completed_at, t.id))
+        return [t.id for t in old[:limit]]
+
+    async def delete_task_if(self, task_id: str, check: TaskCheck) -> bool:
+        async with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or not check(task):
+                return False
+            del self._tasks[task_id]
+            self._task_ids_by_status[task.status].discard(task_id)
+            self._outputs.pop(task_id, None)
+            return True
 
     # ------------------------------------------------------------------ output
 

@@ -33,6 +33,7 @@ from codetether_server.store.base import (
     CodebaseUpsert,
     Store,
     TaskChange,
+    TaskCheck,
     TaskNotFound,
     TaskQuery,
     WorkerRecord,
@@ -129,6 +130,11 @@ MIGRATIONS: tuple[str, ...] = (
         tool_usage jsonb NOT NULL DEFAULT '{}',
         PRIMARY KEY (codebase_id, session_id, id)
     );
+    """,
+    # 2: the retention sweep finds finished tasks by age.
+    """
+    CREATE INDEX tasks_finished ON tasks (completed_at)
+        WHERE status IN ('completed', 'failed', 'cancelled');
     """,
 )
 
@@ -413,6 +419,27 @@ class PostgresStore(Store):
     async def count_tasks(self) -> dict[TaskStatus, int]:
         rows = await self._all("SELECT status, count(*) AS n FROM tasks GROUP BY status")
         return {TaskStatus(r["status"]): int(r["n"]) for r in rows}
+
+    async def finished_task_ids(self, before: datetime, limit: int) -> list[str]:
+        rows = await self._all(
+            "SELECT id FROM tasks WHERE status IN ('completed', 'failed', 'cancelled') "
+            "AND completed_at < %s ORDER BY completed_at, id LIMIT %s",
+            (before, limit),
+        )
+        return [r["id"] for r in rows]
+
+    async def delete_task_if(self, task_id: str, check: TaskCheck) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            # SKIP LOCKED: a row another replica is deleting (or a worker is changing) waits for the
+            # next sweep instead of holding this one up.
+            row = await (
+                await conn.execute(f"{_TASK_SELECT} WHERE id = %s FOR UPDATE SKIP LOCKED", (task_id,))
+            ).fetchone()
+            if row is None or not check(Task.model_validate(row)):
+                return False
+            await conn.execute("DELETE FROM task_outputs WHERE task_id = %s", (task_id,))
+            await conn.execute("DELETE FROM tasks WHERE id = %s", (task_id,))
+            return True
 
     # ------------------------------------------------------------------ output
 

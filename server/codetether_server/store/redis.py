@@ -34,6 +34,7 @@ from codetether_server.store.base import (
     CodebaseUpsert,
     Store,
     TaskChange,
+    TaskCheck,
     TaskNotFound,
     TaskQuery,
     WorkerRecord,
@@ -104,7 +105,30 @@ class RedisStore(Store):
     def _held_key(self, worker_id: str) -> str:
         return self._k("tasks", "held", worker_id)
 
+    def _finished_key(self) -> str:
+        # Final tasks scored by completed_at: what the retention sweep reads.
+        return self._k("tasks", "finished")
+
     # ------------------------------------------------------------------ plumbing
+
+    async def start(self) -> None:
+        await self._index_finished_once()
+
+    async def _index_finished_once(self) -> None:
+        """Tasks that finished before the finished index existed join it once, so retention sees them."""
+        if not await self._redis.set(self._k("tasks", "finished", "indexed"), "1", nx=True):
+            return
+        for status in TaskStatus:
+            if not status.is_final:
+                continue
+            start = 0
+            while ids := _texts(
+                await self._redis.zrange(self._status_key(status), start, start + _MGET_BATCH - 1)
+            ):
+                scores = {t.id: t.completed_at.timestamp() for t in await self._tasks(ids) if t.completed_at}
+                if scores:
+                    await self._redis.zadd(self._finished_key(), scores)
+                start += _MGET_BATCH
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -343,6 +367,10 @@ class RedisStore(Store):
                 pipe.sadd(self._held_key(after.worker_id), after.id)
         else:
             pipe.zrem(self._k("tasks", "leases"), after.id)
+        if after.status.is_final and after.completed_at is not None:
+            pipe.zadd(self._finished_key(), {after.id: after.completed_at.timestamp()})
+        elif before.status.is_final:
+            pipe.zrem(self._finished_key(), after.id)
 
     async def running_task_ids(self, worker_id: str) -> list[str]:
         return sorted(_texts(await self._redis.smembers(self._held_key(worker_id))))
@@ -356,6 +384,38 @@ class RedisStore(Store):
                 pipe.zcard(self._status_key(status))
             counts = await pipe.execute()
         return {status: int(n) for status, n in zip(TaskStatus, counts, strict=True) if n}
+
+    async def finished_task_ids(self, before: datetime, limit: int) -> list[str]:
+        return _texts(
+            await self._redis.zrangebyscore(
+                self._finished_key(), "-inf", f"({before.timestamp()}", start=0, num=limit
+            )
+        )
+
+    async def delete_task_if(self, task_id: str, check: TaskCheck) -> bool:
+        key = self._task_key(task_id)
+
+        async def body(pipe: Pipeline) -> bool:
+            raw = await pipe.get(key)
+            if not raw:
+                pipe.multi()
+                pipe.zrem(self._finished_key(), task_id)  # a stale index entry
+                return False
+            task = Task.model_validate_json(raw)
+            if not check(task):
+                return False
+            pipe.multi()
+            pipe.delete(key, self._k("output", task_id))
+            pipe.zrem(self._status_key(task.status), task_id)
+            pipe.zrem(self._k("tasks", "all"), task_id)
+            pipe.zrem(self._finished_key(), task_id)
+            pipe.zrem(self._pending_key(task.codebase_id), task_id)
+            pipe.zrem(self._k("tasks", "leases"), task_id)
+            if task.worker_id:
+                pipe.srem(self._held_key(task.worker_id), task_id)
+            return True
+
+        return await self._optimistic([key], body)
 
     # ------------------------------------------------------------------ output
 

@@ -152,3 +152,69 @@ def test_invariants_over_any_sequence(operations: list[tuple[str, str]], max_att
             assert task.worker_id is None and task.lease_expires_at is None
         if task.status is TaskStatus.FAILED and task.attempts == task.max_attempts:
             assert task.error is not None and "lease expired" in task.error
+
+
+def test_cancel_by_request_pending_running_and_final() -> None:
+    cancelled = leases.cancel(pending(), at(1))
+    assert (cancelled.status, cancelled.error, cancelled.completed_at) == (
+        TaskStatus.CANCELLED,
+        leases.CANCELLED_BY_REQUEST,
+        at(1),
+    )
+    running = leases.claim(pending(), "w1", at(0), at(10))
+    stopped = leases.cancel(running, at(2))
+    assert (stopped.status, stopped.worker_id, stopped.lease_expires_at, stopped.error) == (
+        TaskStatus.CANCELLED,
+        "w1",
+        None,
+        "cancelled by request",
+    )
+    assert not leases.is_expired(stopped, at(100))
+    # The holder's late reports cannot bring it back.
+    with pytest.raises(Conflict, match="already cancelled"):
+        leases.finish(stopped, "w1", TaskStatus.COMPLETED, at(3), result="done")
+    with pytest.raises(Conflict):
+        leases.hand_back(stopped, "w1", at(3))
+    with pytest.raises(Conflict):
+        leases.renew(stopped, "w1", at(3), at(13))
+    done = leases.finish(running, "w1", TaskStatus.COMPLETED, at(3))
+    for final in (stopped, done, leases.expire(leases.claim(pending(1), "w1", at(0), at(1)), at(5))):
+        with pytest.raises(Conflict, match=f"already {final.status.value}: only pending or running"):
+            leases.cancel(final, at(4))
+
+
+def test_retention_cutoff_and_what_is_past_it() -> None:
+    assert leases.retention_cutoff(at(100), 0) is None
+    cutoff = leases.retention_cutoff(at(100), 30)
+    assert cutoff == at(70)
+    running = leases.claim(pending(), "w1", at(0), at(10))
+    finished_at_60 = leases.finish(running, "w1", TaskStatus.FAILED, at(60), error="boom")
+    finished_at_70 = leases.finish(running, "w1", TaskStatus.COMPLETED, at(70))
+    cancelled_at_10 = leases.cancel(pending(), at(10))
+    assert leases.past_retention(finished_at_60, cutoff)
+    assert leases.past_retention(cancelled_at_10, cutoff)
+    assert not leases.past_retention(finished_at_70, cutoff)  # exactly at the cutoff: kept
+    assert not leases.past_retention(pending(), cutoff)
+    assert not leases.past_retention(running, cutoff)
+    # A requeued task was not finished, whatever its age.
+    assert not leases.past_retention(leases.expire(running, at(20)), cutoff)
+
+
+@given(
+    st.sampled_from(list(TaskStatus)),
+    st.floats(min_value=0, max_value=1000),
+    st.floats(min_value=0, max_value=1000),
+    st.floats(min_value=0.001, max_value=1000),
+)
+def test_only_final_tasks_finished_longer_ago_than_the_retention_go(
+    status: TaskStatus, finished: float, now: float, retention: float
+) -> None:
+    task = pending().model_copy(
+        update={"status": status, "completed_at": at(finished) if status.is_final else None}
+    )
+    cutoff = leases.retention_cutoff(at(now), retention)
+    assert cutoff is not None
+    expected = status.is_final and (now - finished) > retention
+    # Float seconds through timedelta round to microseconds: skip the knife edge.
+    if abs((now - finished) - retention) > 1e-3:
+        assert leases.past_retention(task, cutoff) is expected

@@ -17,6 +17,7 @@ def test_defaults() -> None:
         "codetether",
         (),
     )
+    assert settings.task_retention_seconds == 7 * 24 * 3600
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,7 @@ def test_tokens_are_split_and_trimmed() -> None:
     [
         ({"A2A_PORT": "eighty"}, "A2A_PORT"),
         ({"A2A_LEASE_SECONDS": "0"}, "A2A_LEASE_SECONDS"),
+        ({"A2A_TASK_RETENTION_SECONDS": "-1"}, "A2A_TASK_RETENTION_SECONDS"),
         ({"A2A_STORAGE": "sqlite"}, "A2A_STORAGE"),
         ({"A2A_STORAGE": "postgres"}, "DATABASE_URL"),
         ({"A2A_STORAGE": "redis"}, "A2A_REDIS_URL"),
