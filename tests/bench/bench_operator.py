@@ -32,6 +32,7 @@ from tests.support.kube_emulator import KubeEmulatorThread  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 NAMESPACE = "bench"
+BASELINE_NAMESPACE = "bench-baseline"
 
 
 def rss_mib(pid: int) -> float:
@@ -54,6 +55,64 @@ def start_operator(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _children_path(obj: dict[str, Any], namespace: str) -> str:
+    plural = {"ConfigMap": "configmaps", "Service": "services", "StatefulSet": "statefulsets"}
+    plural["PodDisruptionBudget"] = "poddisruptionbudgets"
+    prefix = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
+    return f"{prefix}/namespaces/{namespace}/{plural[obj['kind']]}"
+
+
+async def direct_writes_baseline(kube: KubeTestClient, server_url: str, pools: int, codebases: int) -> float:
+    """The floor: the same writes the operator must make (pool children + status, codebase registration +
+    status), issued directly by this script with 8 threads and one async client. Same emulator, same
+    server, same run: the operator's convergence time divided by this is its overhead."""
+    from codetether_contract.models import CodebaseCreate
+    from codetether_operator.build import build_children
+    from codetether_operator.models import parse_pool_spec
+
+    kube.create_namespace(BASELINE_NAMESPACE)
+    spec = {"replicas": 3, "image": "w:1", "server": {"url": server_url}}
+    group = "/apis/codetether.run/v1alpha1/namespaces/" + BASELINE_NAMESPACE
+
+    def one_pool(i: int) -> None:
+        pool = kube.create_pool(BASELINE_NAMESPACE, f"pool-{i}", spec)
+        for child in build_children(pool, parse_pool_spec(spec)):
+            kube._raw("POST", _children_path(child, BASELINE_NAMESPACE), child)
+        status = {"status": {"replicas": 3, "observedGeneration": 1}}
+        kube._raw(
+            "PATCH", f"{group}/codetetherworkerpools/pool-{i}/status", status, "application/merge-patch+json"
+        )
+
+    def one_codebase(i: int) -> None:
+        kube.create_codebase(BASELINE_NAMESPACE, f"cb-{i}", {"pool": f"pool-{i % pools}"})
+
+    def codebase_status(i: int) -> None:
+        status = {"status": {"phase": "Registered", "worker": f"pool-{i % pools}-0"}}
+        kube._raw("PATCH", f"{group}/codebases/cb-{i}/status", status, "application/merge-patch+json")
+
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(8) as threads:
+        await asyncio.gather(*(loop.run_in_executor(threads, one_pool, i) for i in range(pools)))
+        await asyncio.gather(*(loop.run_in_executor(threads, one_codebase, i) for i in range(codebases)))
+        async with CodetetherClient(server_url) as api:
+            await asyncio.gather(
+                *(
+                    api.register_codebase(
+                        CodebaseCreate(
+                            name=f"baseline-{i}",
+                            path=f"/codebases/baseline-{i}",
+                            worker_id=f"pool-{i % pools}-0",
+                            codebase_id=f"baseline.cb-{i}",
+                        )
+                    )
+                    for i in range(codebases)
+                )
+            )
+        await asyncio.gather(*(loop.run_in_executor(threads, codebase_status, i) for i in range(codebases)))
+    return time.monotonic() - started
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", type=int, default=50)
@@ -69,6 +128,7 @@ async def main() -> int:
     kube.install_crds()
     kube.create_namespace(NAMESPACE)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT)}
+    baseline = await direct_writes_baseline(kube, server.url, args.pools, args.codebases)
     operator_log = (workdir / "operator.log").open("wb")
     operator = start_operator(env, operator_log)
     result: dict[str, object] = {}
@@ -113,7 +173,7 @@ async def main() -> int:
                     "items"
                 ]
                 phases = [(c.get("status") or {}).get("phase") for c in codebases]
-                on_server = len(await api.list_codebases())
+                on_server = sum(1 for c in await api.list_codebases() if not c.id.startswith("baseline."))
                 registered = min(phases.count("Registered"), on_server)
                 if codebases_done_at is None and registered >= args.codebases:
                     codebases_done_at = time.monotonic() - started
@@ -130,6 +190,10 @@ async def main() -> int:
             "converged": converged,
             "pools_with_status": ready_pools,
             "codebases_registered": registered,
+            "baseline_direct_writes_seconds": round(baseline, 2),
+            "operator_overhead_vs_baseline": (
+                round(codebases_done_at / baseline, 1) if codebases_done_at and baseline else None
+            ),
             "operator_rss_mib_idle": round(idle_rss, 1),
             "operator_rss_mib_after": round(rss_mib(operator.pid), 1),
             "operator_cpu_seconds": round(cpu_seconds(operator.pid) - cpu_before, 2),
