@@ -119,6 +119,7 @@ class Delivery:
         serves_global: Callable[[], bool],
         on_codebase_event: Callable[[TaskEvent], None],
         is_running: Callable[[str], bool] = lambda task_id: False,
+        on_task_cancelled: Callable[[str], None] = lambda task_id: None,
     ) -> None:
         self.client = client
         self.worker_id = worker_id
@@ -131,6 +132,7 @@ class Delivery:
         self.serves_global = serves_global
         self.on_codebase_event = on_codebase_event
         self.is_running = is_running
+        self.on_task_cancelled = on_task_cancelled
         self.safety_poll_interval = safety_poll_interval(poll_interval)
         self.events_unreliable = False
         self._subscribed_at: datetime | None = None
@@ -225,6 +227,9 @@ class Delivery:
                 self._announced(event.task_id)
             if event.task_id and event_is_for(event, self.worker_id, self.capabilities):
                 self._offer(event.task_id)
+        elif event.event is EventType.TASK_CANCELLED:
+            if event.task_id and event.worker_id in (None, self.worker_id):
+                self.on_task_cancelled(event.task_id)
         elif event.worker_id in (None, self.worker_id):
             self.on_codebase_event(event)
 

@@ -169,7 +169,9 @@ class WorkerRuntime:
         self._heartbeat_now = asyncio.Event()
         self._codebases_changed = asyncio.Event()
         self._preparing: set[asyncio.Task[None]] = set()
-        self._abandoned: set[str] = set()  # running tasks whose lease we lost
+        self._abandoned: dict[str, str] = {}  # running tasks no longer ours -> metrics label
+        self._reporting: set[str] = set()  # running tasks whose agent ended: reporting the outcome
+        self._checks: set[asyncio.Task[None]] = set()
         self._drain_now = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for running tasks
         self.delivery = Delivery(
             self.client,
@@ -183,6 +185,7 @@ class WorkerRuntime:
             serves_global=self.serves_global,
             on_codebase_event=self._on_codebase_event,
             is_running=lambda task_id: task_id in self.running,
+            on_task_cancelled=self._on_task_cancelled,
         )
         self.delivery.set_server_observers(self._server_answered, self._server_failed_quietly)
         self.health: HealthServer | None = None
@@ -359,24 +362,53 @@ class WorkerRuntime:
             self.delivery.request_poll()
 
     async def check_running_tasks(self) -> None:
-        """Stop agents of tasks we no longer hold: our lease expired while we were cut off (or paused)
-        and the task went back to the queue or to another worker. One run at a time, never two."""
-        for task_id, runner in list(self.running.items()):
-            try:
-                task = await self.client.get_task(task_id)
-            except NotFoundError:
-                reason = "the server no longer knows it"
-            else:
-                if task.worker_id == self.worker_id and task.status is not TaskStatus.PENDING:
-                    continue  # still ours, or we just reported it ourselves
-                holder = (
-                    f" on {task.worker_id}" if task.worker_id and task.worker_id != self.worker_id else ""
-                )
-                reason = f"it is {task.status.value}{holder} now"
-            if task_id in self.running and not runner.done():
-                log.warning("task %s is no longer ours (%s); stopping its agent", task_id, reason)
-                self._abandoned.add(task_id)
-                runner.cancel()
+        """Stop agents of tasks we no longer hold: cancelled by request, or our lease expired while we
+        were cut off (or paused) and the task went back to the queue or to another worker. One run at
+        a time, never two."""
+        for task_id in list(self.running):
+            await self.check_task(task_id)
+
+    async def check_task(self, task_id: str) -> None:
+        runner = self.running.get(task_id)
+        if runner is None:
+            return
+        try:
+            task = await self.client.get_task(task_id)
+        except NotFoundError:
+            reason, label = "the server no longer knows it", "abandoned"
+        else:
+            if task.worker_id == self.worker_id and (
+                task.status is TaskStatus.RUNNING or (task.status.is_final and task_id in self._reporting)
+            ):
+                return  # still ours, or we are reporting it ourselves
+            holder = f" on {task.worker_id}" if task.worker_id and task.worker_id != self.worker_id else ""
+            reason = f"it is {task.status.value}{holder} now"
+            label = "abandoned"
+            if task.status is TaskStatus.CANCELLED and task.worker_id == self.worker_id:
+                reason, label = f"it was {task.error or 'cancelled'}", "cancelled"
+        if self.running.get(task_id) is runner and not runner.done():
+            log.warning("task %s is no longer ours (%s); stopping its agent", task_id, reason)
+            self._abandoned[task_id] = label
+            runner.cancel()
+
+    def _on_task_cancelled(self, task_id: str) -> None:
+        self._check_soon(task_id, "task.cancelled event")
+
+    def _check_soon(self, task_id: str, why: str) -> None:
+        """Check one running task now rather than at the next heartbeat (same check, same outcome)."""
+        if task_id not in self.running:
+            return
+        log.info("task %s: %s; checking it now", task_id, why)
+        check = asyncio.create_task(self._check_after_event(task_id), name=f"check-{task_id}")
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _check_after_event(self, task_id: str) -> None:
+        try:
+            await self.check_task(task_id)
+        except SERVER_PROBLEMS as exc:  # the heartbeat's lease check tries again
+            self._server_failed("check", exc)
+            log.warning("checking cancelled task %s failed: %s", task_id, exc)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
@@ -444,6 +476,7 @@ class WorkerRuntime:
 
     def _task_done(self, task_id: str) -> None:
         self.running.pop(task_id, None)
+        self._reporting.discard(task_id)
         self._slots.release()
         if len(self.running) == self.config.max_concurrent_tasks - 1:
             self._heartbeat_now.set()  # busy -> active: say so now, not at the next beat
@@ -463,8 +496,8 @@ class WorkerRuntime:
                 outcome = await self._run_agent(task, codebase, folder)
         except asyncio.CancelledError:
             if task.id in self._abandoned:  # not ours any more: nothing to hand back or report
-                self._abandoned.discard(task.id)
-                self.metrics.tasks_completed.labels(status="abandoned").inc()
+                label = self._abandoned.pop(task.id)
+                self.metrics.tasks_completed.labels(status=label).inc()
             else:
                 await asyncio.shield(self._hand_back(task))
             raise
@@ -473,6 +506,7 @@ class WorkerRuntime:
             outcome = AgentOutcome(status=TaskStatus.FAILED, error=f"worker error: {exc!r}")
         finally:
             self.metrics.active_tasks.dec()
+        self._reporting.add(task.id)
         await self._report(task, outcome)
 
     async def _run_agent(self, task: Task, codebase: Codebase, folder: Path) -> AgentOutcome:
@@ -483,6 +517,9 @@ class WorkerRuntime:
         async def send_output(text: str) -> None:
             try:
                 await self.client.append_output(task.id, self.worker_id, text)
+            except ConflictError:
+                # Not ours any more (cancelled, lease lost): output is dropped; check the task now.
+                self._check_soon(task.id, "output refused")
             except SERVER_PROBLEMS as exc:
                 self._server_failed("output", exc)
                 raise
@@ -530,7 +567,16 @@ class WorkerRuntime:
                 )
                 return
             except ConflictError as exc:
-                log.warning("task %s was no longer ours when reporting (%s)", task.id, exc.detail)
+                if await self._was_cancelled(task.id):
+                    # The server keeps the cancellation; our late outcome is dropped, quietly.
+                    self.metrics.tasks_completed.labels(status="cancelled").inc()
+                    log.info(
+                        "task %s was cancelled by request; its %s outcome is dropped",
+                        task.id,
+                        outcome.status.value,
+                    )
+                else:
+                    log.warning("task %s was no longer ours when reporting (%s)", task.id, exc.detail)
                 return
             except NotFoundError as exc:
                 log.warning("task %s unknown to the server when reporting (%s)", task.id, exc.detail)
@@ -542,6 +588,13 @@ class WorkerRuntime:
                     return
                 attempt += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**attempt))
+
+    async def _was_cancelled(self, task_id: str) -> bool:
+        try:
+            task = await self.client.get_task(task_id)
+        except SERVER_PROBLEMS:
+            return False
+        return task.status is TaskStatus.CANCELLED and task.worker_id == self.worker_id
 
     async def _hand_back(self, task: Task) -> None:
         try:
@@ -639,7 +692,7 @@ class WorkerRuntime:
             self.request_stop()
             await _cancel(claiming)
             await self.drain()
-            await _cancel([*background, stop_wait, *self._preparing])
+            await _cancel([*background, stop_wait, *self._preparing, *self._checks])
             await self._final_sync()
             await self._unregister()
             return self.exit_code

@@ -77,3 +77,32 @@ def test_safety_poll_interval() -> None:
     assert safety_poll_interval(0.5) == 3
     assert safety_poll_interval(30) == 60
     assert safety_poll_interval(120) == 120  # never more often than asked
+
+
+def test_task_cancelled_events_for_this_worker_reach_the_runtime() -> None:
+    from codetether_contract.client import CodetetherClient
+    from codetether_worker.delivery import Delivery
+    from codetether_worker.health import WorkerMetrics
+
+    cancelled: list[str] = []
+    codebase_events: list[TaskEvent] = []
+    delivery = Delivery(
+        CodetetherClient("http://server.invalid"),
+        "w1",
+        CandidateQueue(),
+        WorkerMetrics(),
+        capabilities=frozenset({"agent"}),
+        poll_interval=1.0,
+        redis_url=None,
+        redis_prefix="codetether",
+        serves_global=lambda: False,
+        on_codebase_event=codebase_events.append,
+        on_task_cancelled=cancelled.append,
+    )
+    event = TaskEvent(event=EventType.TASK_CANCELLED, task_id="t1", worker_id="w1")
+    delivery._handle_message(event.model_dump_json())
+    delivery._handle_message(event.model_copy(update={"worker_id": "w2", "task_id": "t2"}).model_dump_json())
+    delivery._handle_message(event.model_copy(update={"task_id": None}).model_dump_json())
+    assert cancelled == ["t1"]
+    assert codebase_events == []
+    assert len(delivery.candidates) == 0
