@@ -11,6 +11,7 @@ the declaration against the code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,7 @@ API_CALLS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods", ("list",)),
     ("", "secrets", ("get",)),
     (GROUP, POOL_PLURAL, ("get",)),
+    (GROUP, CODEBASE_PLURAL, ("patch",)),
 )
 
 # What kopf does on the operator's behalf: watch and patch the custom resources (finalizers,
@@ -312,3 +314,12 @@ class Kube:
             return await self._call("get", POOLS, namespace, name)
         except NotFound:
             return None
+
+    # ------------------------------------------------------------------ writes to our own objects
+
+    async def annotate_codebase(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge ``annotations`` into a Codebase (a missing Codebase is not an error: nothing to do)."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                "patch", CODEBASES, namespace, name, body={"metadata": {"annotations": annotations}}
+            )

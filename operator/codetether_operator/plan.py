@@ -44,6 +44,12 @@ ORDINAL_OUT_OF_RANGE = "OrdinalOutOfRange"
 POD_NOT_IN_POOL = "PodNotInPool"
 NO_WORKERS = "NoWorkers"
 REGISTERED = "Registered"
+GLOBAL_CONFLICT = "GlobalConflict"
+OLD_SERVER_UNREACHABLE = "OldServerUnreachable"
+
+# Set on a Codebase to have its reconcile run now (a change kopf reacts to). Not under the
+# persistence prefix ``codetether.run/``: kopf leaves annotations there out of its diff.
+WAKE_ANNOTATION = "operator.codetether.run/reconcile-requested"
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -369,10 +375,22 @@ class Registration:
     body: CodebaseCreate
 
 
+@dataclass(frozen=True)
+class PreviousServer:
+    """Registrations left on the server a codebase used before ``spec.server.url`` changed."""
+
+    url: str
+    auth_secret_ref: SecretKeyRef | None
+    ids: list[str]
+
+
 @dataclass
 class CodebasePlan:
     register: list[Registration] = field(default_factory=list)
     deregister: list[str] = field(default_factory=list)  # server codebase ids
+    # Removed (best effort) once the registrations on the current server are made.
+    previous_server: PreviousServer | None = None
+    wake: list[str] = field(default_factory=list)  # other Codebases to reconcile now
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     placed_on: list[str] = field(default_factory=list)
@@ -404,6 +422,44 @@ def choose_worker(pool_name: str, replicas: int, counts: dict[str, int], ready_p
 
 
 @dataclass(frozen=True)
+class GlobalClaim:
+    """A live Codebase with ``global: true`` for a pool, as the operator's index holds it."""
+
+    created: str  # metadata.creationTimestamp (RFC 3339 in UTC: sorts in time order)
+    name: str
+    workers: tuple[str, ...] = ()
+
+
+def global_owner(claims: list[GlobalClaim]) -> GlobalClaim | None:
+    """The one global codebase a pool gets: the oldest; the name breaks a tie."""
+    return min(claims, key=lambda c: (c.created, c.name), default=None)
+
+
+def codebases_to_wake(
+    pool_name: str,
+    replicas: int,
+    placed: list[tuple[str, str]],
+    claims: list[GlobalClaim],
+    *,
+    server_url: str | None = None,
+    registered_on: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Codebases a change of the pool leaves wrongly registered, so they are reconciled now.
+
+    ``placed`` is (codebase, pod) for every codebase placed on one pod of the pool: those on a pod
+    the pool no longer has. The pool's global codebase: when it is not on exactly the pods the pool
+    has. ``registered_on`` is (codebase, server URL) from their status: those on another server.
+    """
+    wake = {name for name, pod in placed if not _ordinal_below(pool_name, pod, replicas)}
+    if server_url is not None:
+        wake.update(name for name, url in registered_on or [] if url != server_url)
+    owner = global_owner(claims)
+    if owner is not None and list(owner.workers) != [build.pod_name(pool_name, i) for i in range(replicas)]:
+        wake.add(owner.name)
+    return sorted(wake)
+
+
+@dataclass(frozen=True)
 class CodebaseServerView:
     """What the server has for this codebase: the ids it knows (None: could not ask)."""
 
@@ -424,7 +480,9 @@ def plan_codebase(
     server: CodebaseServerView,
     server_url: str | None,
     now: datetime,
+    global_claims: list[GlobalClaim] | None = None,
 ) -> CodebasePlan:
+    """``global_claims``: the live global codebases of the pool (this one included or not)."""
     meta = codebase["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     generation = meta.get("generation")
@@ -457,6 +515,29 @@ def plan_codebase(
         )
 
     replicas = pool_spec.replicas
+    moved_from = status.get("serverUrl")
+    if not moved_from or moved_from == server_url:
+        moved_from = None
+
+    def clean_up(ids: list[str]) -> None:
+        """Registrations to remove: from the server they are on, which a URL change left behind."""
+        if moved_from is None:
+            plan.deregister = ids
+        elif ids:
+            plan.previous_server = PreviousServer(moved_from, secret_ref_from_status(status), ids)
+
+    owner = global_owner(global_claims or []) if spec.global_ else None
+    if owner is not None and owner.name != name:
+        owners_ids = {global_codebase_id(build.pod_name(spec.pool, i)) for i in range(replicas)}
+        # The owner's registrations share this one's ids (global-<pod>): never remove those.
+        clean_up([cid for cid in _registered_ids(status) if cid not in owners_ids])
+        status = {**status, "codebaseId": None, "worker": None, "workers": [], "serverUrl": server_url}
+        return fail(
+            GLOBAL_CONFLICT,
+            f"pool {spec.pool!r} already has a global codebase, {owner.name!r} (the oldest one wins); "
+            f"this one registers nothing while {owner.name!r} exists",
+        )
+
     targets: list[str]
     explicit = spec.placement is not None and (
         spec.placement.ordinal is not None or spec.placement.pod is not None
@@ -501,7 +582,7 @@ def plan_codebase(
                 )
 
     if not targets:
-        plan.deregister = _registered_ids(status)
+        clean_up(_registered_ids(status))
         return fail(NO_WORKERS, f"pool {spec.pool!r} has no pods (replicas: 0)", phase=CodebasePhase.PENDING)
 
     display_name = spec.name or name
@@ -546,6 +627,12 @@ def plan_codebase(
         ]
 
     stale = [cid for cid in _registered_ids(status) if cid not in wanted_ids]
+    rivals = sorted(c.name for c in global_claims or [] if c.name != name)
+    if not spec.global_ and status.get("workers") and rivals:
+        # No longer global while another global codebase lives: global-<pod> become its registrations.
+        shared = {global_codebase_id(pod) for pod in status["workers"]}
+        stale = [cid for cid in stale if cid not in shared]
+        plan.wake = rivals
     spec_changed = status.get("observedGeneration") != generation or status.get("serverUrl") != server_url
     placement_changed = sorted(_assigned(status)) != sorted(targets)
 
@@ -566,7 +653,10 @@ def plan_codebase(
             plan.events.append(
                 Event("Normal", "Reregistered", "the server had lost this codebase; registered it again")
             )
-    plan.deregister = stale
+    if moved_from is None:
+        plan.deregister = stale
+    else:  # everything the status lists is on the previous server; the new one gets registrations
+        clean_up(_registered_ids(status))
     plan.placed_on = targets
 
     auth = pool_spec.server.auth_secret_ref
@@ -615,6 +705,19 @@ def _registered_ids(status: dict[str, Any]) -> list[str]:
 def registered_ids(status: dict[str, Any]) -> list[str]:
     """Server ids a Codebase's status says are registered (what its finalizer removes)."""
     return _registered_ids(status)
+
+
+def ids_to_remove_on_delete(status: dict[str, Any], name: str, claims: list[GlobalClaim]) -> list[str]:
+    """What a deleted Codebase's finalizer removes from the server.
+
+    ``global-<pod>`` ids are shared by every global codebase of the pool: while another live one
+    exists, they are its registrations (it re-registers them as its own), so they stay.
+    """
+    ids = _registered_ids(status)
+    if any(claim.name != name for claim in claims):
+        shared = {global_codebase_id(pod) for pod in status.get("workers") or []}
+        ids = [cid for cid in ids if cid not in shared]
+    return ids
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ class Runtime:
         default_factory=lambda: metrics.PhaseTracker(metrics.CODEBASES, [p.value for p in CodebasePhase])
     )
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # (namespace, codebase) -> the last wake token sent to it (see handlers.common.wake_codebases).
+    wakes: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: OperatorSettings, kube: Kube) -> Runtime:

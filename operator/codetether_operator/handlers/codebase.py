@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import datetime
 from typing import Any, cast
 
 from codetether_contract import CodetetherClient, NotFoundError
 from codetether_operator import build, metrics
-from codetether_operator.handlers.common import SERVER_ERRORS, now, plain, post_events, server_error
+from codetether_operator.handlers.common import (
+    SERVER_ERRORS,
+    now,
+    plain,
+    post_events,
+    server_error,
+    wake_codebases,
+)
 from codetether_operator.models import (
     CODEBASE_PLURAL,
     GROUP,
@@ -21,9 +29,13 @@ from codetether_operator.models import (
     parse_pool_spec,
 )
 from codetether_operator.plan import (
+    OLD_SERVER_UNREACHABLE,
     CodebasePlan,
     CodebaseServerView,
     Event,
+    GlobalClaim,
+    PreviousServer,
+    ids_to_remove_on_delete,
     ordinal_of,
     plan_codebase,
     plan_codebase_deletion,
@@ -34,6 +46,8 @@ from codetether_operator.plan import (
 from codetether_operator.runtime import Runtime
 
 INDEX = "codebase_workers"
+GLOBALS_INDEX = "codebase_globals"
+SERVERS_INDEX = "codebase_servers"
 
 
 def codebase_workers(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
@@ -45,6 +59,30 @@ def codebase_workers(namespace: str, name: str, spec: Any, status: Any, **_: Any
     return {(namespace, pool): (name, worker)}
 
 
+def codebase_globals(
+    namespace: str, name: str, spec: Any, meta: Any, status: Any, **_: Any
+) -> dict[Any, Any] | None:
+    """kopf index: (namespace, pool) -> GlobalClaim for every live (not deleting) global codebase."""
+    pool = (spec or {}).get("pool")
+    if not pool or not (spec or {}).get("global") or meta.get("deletionTimestamp"):
+        return None
+    workers = tuple((status or {}).get("workers") or ())
+    return {(namespace, pool): GlobalClaim(meta.get("creationTimestamp") or "", name, workers)}
+
+
+def codebase_servers(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
+    """kopf index: (namespace, pool) -> (codebase, server URL) for every codebase registered somewhere."""
+    url = (status or {}).get("serverUrl")
+    pool = (spec or {}).get("pool")
+    if not url or not pool:
+        return None
+    return {(namespace, pool): (name, url)}
+
+
+def global_claims(index: Any, namespace: str, pool: str) -> list[GlobalClaim]:
+    return list((index or {}).get((namespace, pool), []))
+
+
 class CodebaseHandlers:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -54,6 +92,8 @@ class CodebaseHandlers:
 
         resource = (GROUP, VERSION, CODEBASE_PLURAL)
         kopf.index(*resource, registry=registry, id=INDEX)(cast(Any, codebase_workers))
+        kopf.index(*resource, registry=registry, id=GLOBALS_INDEX)(cast(Any, codebase_globals))
+        kopf.index(*resource, registry=registry, id=SERVERS_INDEX)(cast(Any, codebase_servers))
         kopf.on.resume(*resource, registry=registry, backoff=2)(cast(Any, self.codebase_resume))
         kopf.on.create(*resource, registry=registry, backoff=2)(cast(Any, self.codebase_create))
         kopf.on.update(*resource, registry=registry, backoff=2)(cast(Any, self.codebase_update))
@@ -96,20 +136,30 @@ class CodebaseHandlers:
         async with self.rt.lock(uid):
             with metrics.timed("codebase") as outcome:
                 codebase = {
-                    "metadata": {"name": name, "namespace": namespace, "generation": meta.get("generation")},
+                    "metadata": {
+                        "name": name,
+                        "namespace": namespace,
+                        "generation": meta.get("generation"),
+                        "creationTimestamp": meta.get("creationTimestamp"),
+                    },
                     "status": plain(status),
                 }
-                plan = await self._observe_plan_apply(codebase, plain(spec), kwargs.get(INDEX))
+                plan, events = await self._observe_plan_apply(
+                    codebase, plain(spec), kwargs.get(INDEX), kwargs.get(GLOBALS_INDEX)
+                )
                 patch.status.update(plan.status)
-                post_events(body, plan.events)
+                post_events(body, [*plan.events, *events])
+                if plan.wake:
+                    token = f"released-by-{uid}-generation-{meta.get('generation')}"
+                    await wake_codebases(self.rt, namespace, plan.wake, token)
                 phase = plan.status.get("phase")
                 self.rt.codebase_phases.set(f"{namespace}/{name}", phase)
                 if phase != "Registered":
                     outcome["result"] = "degraded"
 
     async def _observe_plan_apply(
-        self, codebase: dict[str, Any], raw_spec: dict[str, Any], index: Any
-    ) -> CodebasePlan:
+        self, codebase: dict[str, Any], raw_spec: dict[str, Any], index: Any, globals_index: Any
+    ) -> tuple[CodebasePlan, list[Event]]:
         name, namespace = codebase["metadata"]["name"], codebase["metadata"]["namespace"]
         status = codebase["status"]
         spec: CodebaseSpec | None
@@ -146,6 +196,11 @@ class CodebaseHandlers:
                 server = CodebaseServerView(error=message, error_reason=reason)
 
         counts: dict[str, int] = {}
+        claims: list[GlobalClaim] = []
+        if spec is not None:
+            claims = [c for c in global_claims(globals_index, namespace, spec.pool) if c.name != name]
+            if spec.global_:
+                claims.append(GlobalClaim(codebase["metadata"].get("creationTimestamp") or "", name))
         placed = self.rt.placements.get(namespace, name)
         if spec is not None and placed is not None and placed[0] == spec.pool and not status.get("workers"):
             # A status write still on its way back through the watch: trust what this process decided.
@@ -165,17 +220,21 @@ class CodebaseHandlers:
             server=server,
             server_url=server_url,
             now=now(),
+            global_claims=claims,
         )
         # Recorded before the next await, so a codebase created at the same moment sees it.
         if spec is not None and not spec.global_ and plan.placed_on:
             self.rt.placements.record(namespace, name, spec.pool, plan.placed_on[0])
 
-        if client is not None and (plan.register or plan.deregister):
+        events: list[Event] = []
+        if client is not None and (plan.register or plan.deregister or plan.previous_server):
             try:
                 for codebase_id in plan.deregister:
                     await _delete(client, codebase_id)
                 for registration in plan.register:
                     await client.register_codebase(registration.body)
+                if plan.previous_server is not None:
+                    events.append(await self._leave_previous_server(namespace, plan.previous_server))
             except SERVER_ERRORS as exc:
                 reason, message = server_error(exc, "register_codebase")
                 retry_view = CodebaseServerView(error=message, error_reason=reason)
@@ -190,19 +249,54 @@ class CodebaseHandlers:
                     server=retry_view,
                     server_url=server_url,
                     now=now(),
+                    global_claims=claims,
                 )
-        return plan
+        return plan, events
+
+    async def _leave_previous_server(self, namespace: str, previous: PreviousServer) -> Event:
+        """Best effort, bounded: the first failure ends it (the rest would most likely fail alike)."""
+        ids = ", ".join(previous.ids)
+        try:
+            client = await self.rt.clients.client(namespace, previous.url, previous.auth_secret_ref)
+            async with asyncio.timeout(2 * self.rt.settings.server_timeout_seconds):
+                for codebase_id in previous.ids:
+                    await _delete(client, codebase_id)
+        except (*SERVER_ERRORS, TimeoutError) as exc:
+            _reason, message = (
+                server_error(exc, "delete_codebase")
+                if isinstance(exc, SERVER_ERRORS)
+                else ("", "no answer in time")
+            )
+            return Event(
+                "Warning",
+                OLD_SERVER_UNREACHABLE,
+                f"could not remove registrations {ids} from the previous server {previous.url} "
+                f"({message}); they may remain there",
+            )
+        return Event(
+            "Normal", "ServerChanged", f"removed registrations {ids} from the previous server {previous.url}"
+        )
 
     # ------------------------------------------------------------------ deletion
 
     async def codebase_delete(
-        self, body: Any, meta: Any, spec: Any, status: Any, namespace: str, name: str, uid: str, **_: Any
+        self,
+        body: Any,
+        meta: Any,
+        spec: Any,
+        status: Any,
+        namespace: str,
+        name: str,
+        uid: str,
+        **kwargs: Any,
     ) -> None:
         import kopf
 
         current = plain(status)
-        ids = registered_ids(current)
         pool_name = (spec or {}).get("pool", "")
+        rivals = global_claims(kwargs.get(GLOBALS_INDEX), namespace, pool_name) if pool_name else []
+        rivals = [c for c in rivals if c.name != name]
+        ids = ids_to_remove_on_delete(current, name, rivals)
         pool = await self.rt.kube.get_pool(namespace, pool_name) if pool_name else None
         error: str | None = None
         if ids:
@@ -229,6 +323,9 @@ class CodebaseHandlers:
         self.rt.placements.forget(namespace, name)
         self.rt.codebase_phases.set(f"{namespace}/{name}", None)
         self.rt.drop_lock(uid)
+        if (spec or {}).get("global") and rivals:
+            # The pool's global codebase may be one of those now: let them find out at once.
+            await wake_codebases(self.rt, namespace, [c.name for c in rivals], f"released-by-{uid}")
 
     async def _client_for_deletion(
         self, namespace: str, status: dict[str, Any], pool: dict[str, Any] | None

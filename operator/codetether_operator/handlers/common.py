@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,8 +13,9 @@ from codetether_contract import (
     UnauthorizedError,
 )
 from codetether_operator import metrics
-from codetether_operator.plan import SERVER_REJECTED, SERVER_UNREACHABLE, Event
-from codetether_operator.runtime import TokenUnavailable
+from codetether_operator.kube import KubeError, Unreachable
+from codetether_operator.plan import SERVER_REJECTED, SERVER_UNREACHABLE, WAKE_ANNOTATION, Event
+from codetether_operator.runtime import Runtime, TokenUnavailable
 
 
 def now() -> datetime:
@@ -47,3 +49,19 @@ def post_events(body: Any, events: list[Event]) -> None:
 def plain(obj: Any) -> dict[str, Any]:
     """A kopf body/spec/status view as a plain dict."""
     return dict(obj) if obj is not None else {}
+
+
+logger = logging.getLogger(__name__)
+
+
+async def wake_codebases(rt: Runtime, namespace: str, names: list[str], token: str) -> None:
+    """Have these Codebases reconciled now, once per token (resyncs that plan the same wake send
+    nothing). A failure only delays them to their next resync."""
+    for name in names:
+        if rt.wakes.get((namespace, name)) == token:
+            continue
+        try:
+            await rt.kube.annotate_codebase(namespace, name, {WAKE_ANNOTATION: token})
+            rt.wakes[(namespace, name)] = token
+        except (KubeError, Unreachable) as exc:
+            logger.warning("could not wake Codebase %s/%s: %s", namespace, name, exc)

@@ -6,7 +6,15 @@ import asyncio
 from typing import Any, cast
 
 from codetether_operator import build, metrics
-from codetether_operator.handlers.common import SERVER_ERRORS, now, plain, post_events, server_error
+from codetether_operator.handlers.codebase import GLOBALS_INDEX, INDEX, SERVERS_INDEX
+from codetether_operator.handlers.common import (
+    SERVER_ERRORS,
+    now,
+    plain,
+    post_events,
+    server_error,
+    wake_codebases,
+)
 from codetether_operator.kube import Conflict, KubeError, Unreachable
 from codetether_operator.models import (
     GROUP,
@@ -23,6 +31,7 @@ from codetether_operator.plan import (
     Event,
     PoolPlan,
     ServerView,
+    codebases_to_wake,
     patch_for,
     plan_pool,
 )
@@ -84,7 +93,7 @@ class PoolHandlers:
         name: str,
         uid: str,
         patch: Any,
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
         async with self.rt.lock(uid):
             with metrics.timed("pool") as outcome:
@@ -97,7 +106,7 @@ class PoolHandlers:
                     },
                     "status": plain(status),
                 }
-                plan = await self._observe_and_plan(pool, plain(spec))
+                plan, parsed = await self._observe_and_plan(pool, plain(spec))
                 failure = await self._apply(plan.actions)
                 if failure is not None:
                     plan = _with_apply_failure(plan, failure)
@@ -107,8 +116,26 @@ class PoolHandlers:
                 self.rt.pool_phases.set(f"{namespace}/{name}", phase)
                 if phase == "Degraded":
                     outcome["result"] = "degraded"
+        if parsed is not None:
+            # Codebases on pods this pool no longer has, its global one when off by some pods, and
+            # those registered on another server are reconciled now instead of at their next resync.
+            key = (namespace, name)
+            placed = list((kwargs.get(INDEX) or {}).get(key, []))
+            claims = list((kwargs.get(GLOBALS_INDEX) or {}).get(key, []))
+            registered_on = list((kwargs.get(SERVERS_INDEX) or {}).get(key, []))
+            stale = codebases_to_wake(
+                name,
+                parsed.replicas,
+                placed,
+                claims,
+                server_url=self.rt.clients.url_for(parsed.server.url),
+                registered_on=registered_on,
+            )
+            await wake_codebases(self.rt, namespace, stale, f"pool-{uid}-generation-{meta.get('generation')}")
 
-    async def _observe_and_plan(self, pool: dict[str, Any], raw_spec: dict[str, Any]) -> PoolPlan:
+    async def _observe_and_plan(
+        self, pool: dict[str, Any], raw_spec: dict[str, Any]
+    ) -> tuple[PoolPlan, PoolSpec | None]:
         name, namespace = pool["metadata"]["name"], pool["metadata"]["namespace"]
         spec: PoolSpec | None
         try:
@@ -135,9 +162,10 @@ class PoolHandlers:
             pods = cast(list[dict[str, Any]], results[len(CHILD_KINDS)])
             secret = cast(dict[str, Any] | None, results[len(CHILD_KINDS) + 1])
             server = await self._server_view(namespace, spec)
-        return plan_pool(
+        plan = plan_pool(
             pool, spec, spec_error, observed=observed, secret=secret, pods=pods, server=server, now=now()
         )
+        return plan, spec
 
     async def _server_view(self, namespace: str, spec: PoolSpec) -> ServerView:
         try:

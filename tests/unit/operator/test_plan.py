@@ -279,3 +279,119 @@ def test_server_codebase_ids_are_deterministic_and_valid() -> None:
     assert plan.server_codebase_id("ns", "repo") == "ns.repo"
     long_id = plan.server_codebase_id("n" * 63, "r" * 253)
     assert is_valid_id(long_id) and long_id == plan.server_codebase_id("n" * 63, "r" * 253)
+
+
+# --------------------------------------------------------------------------- two global codebases
+
+
+def _claim(name: str, created: str, workers: tuple[str, ...] = ()) -> plan.GlobalClaim:
+    return plan.GlobalClaim(created, name, workers)
+
+
+def test_the_oldest_global_codebase_wins_and_the_name_breaks_a_tie() -> None:
+    older = _claim("zeta", "2026-01-01T00:00:00Z")
+    newer = _claim("alpha", "2026-01-01T00:00:05Z")
+    same_second = _claim("beta", "2026-01-01T00:00:00Z")
+    assert plan.global_owner([newer, older]) == older
+    assert plan.global_owner([older, same_second, newer]) == same_second
+    assert plan.global_owner([]) is None
+
+
+def test_a_second_global_codebase_registers_nothing_and_names_the_winner() -> None:
+    # It had registered (say it was global first under another name): only what is not the
+    # winner's is removed; global-<pod> of the current pods are the winner's registrations too.
+    status = {
+        **_plan_codebase({"pool": "alpha", "global": True}, replicas=4).status,
+        "serverUrl": "http://s:8000",
+    }
+    claims = [_claim("older", "2026-01-01T00:00:00Z"), _claim("repo", "2026-01-02T00:00:00Z")]
+    loser = _plan_codebase({"pool": "alpha", "global": True}, status, global_claims=claims)
+    assert loser.register == []
+    assert loser.deregister == ["global-alpha-3"]  # the pod the pool no longer has
+    assert loser.status["phase"] == "Failed" and loser.status["workers"] == []
+    degraded = _cond(loser.status, "Degraded")
+    assert degraded["reason"] == plan.GLOBAL_CONFLICT and "'older'" in degraded["message"]
+    assert [(e.type, e.reason) for e in loser.events] == [("Warning", plan.GLOBAL_CONFLICT)]
+    again = _plan_codebase({"pool": "alpha", "global": True}, loser.status, global_claims=claims)
+    assert again.events == [] and again.deregister == [] and again.register == []
+    # The winner goes: this one takes over, on every pod.
+    alone = _plan_codebase({"pool": "alpha", "global": True}, again.status, global_claims=claims[1:])
+    assert [r.worker_id for r in alone.register] == ["alpha-0", "alpha-1", "alpha-2"]
+    assert alone.status["phase"] == "Registered"
+
+
+def test_the_winner_is_not_disturbed_by_a_younger_rival() -> None:
+    claims = [_claim("repo", "2026-01-01T00:00:00Z"), _claim("younger", "2026-01-02T00:00:00Z")]
+    winner = _plan_codebase({"pool": "alpha", "global": True}, global_claims=claims)
+    assert len(winner.register) == 3 and winner.status["phase"] == "Registered"
+
+
+def test_a_deleted_global_codebase_leaves_shared_ids_to_a_live_rival() -> None:
+    status = {"workers": ["alpha-0", "alpha-1"]}
+    assert plan.ids_to_remove_on_delete(status, "repo", []) == ["global-alpha-0", "global-alpha-1"]
+    rival = [_claim("other", "2026-01-01T00:00:00Z")]
+    assert plan.ids_to_remove_on_delete(status, "repo", rival) == []
+    assert plan.ids_to_remove_on_delete({"codebaseId": "team.repo"}, "repo", rival) == ["team.repo"]
+
+
+# --------------------------------------------------------------------------- waking codebases
+
+
+def test_scale_down_wakes_the_codebases_on_removed_pods_and_an_outdated_global_one() -> None:
+    placed = [("a", "alpha-0"), ("b", "alpha-2"), ("c", "alpha-3"), ("d", "alpha-1")]
+    assert plan.codebases_to_wake("alpha", 2, placed, []) == ["b", "c"]
+    assert plan.codebases_to_wake("alpha", 4, placed, []) == []
+    claims = [
+        _claim("shared", "2026-01-01T00:00:00Z", ("alpha-0", "alpha-1", "alpha-2")),
+        _claim("loser", "2026-01-02T00:00:00Z"),
+    ]
+    assert plan.codebases_to_wake("alpha", 2, [], claims) == ["shared"]
+    assert plan.codebases_to_wake("alpha", 3, [], claims) == []
+    assert plan.codebases_to_wake("alpha", 4, [], claims) == ["shared"]  # scale-up: new pods need it
+
+
+# --------------------------------------------------------------------------- server URL change
+
+
+def test_a_new_server_url_registers_there_and_leaves_the_old_registrations_to_remove() -> None:
+    first = _plan_codebase({"pool": "alpha"}, server_url="http://old:8000")
+    assert first.status["serverUrl"] == "http://old:8000"
+    moved = _plan_codebase({"pool": "alpha"}, first.status, server_url="http://new:8000")
+    assert [r.body.codebase_id for r in moved.register] == ["team.repo"]
+    assert moved.deregister == []  # nothing of this codebase is on the new server yet
+    assert moved.previous_server == plan.PreviousServer("http://old:8000", None, ["team.repo"])
+    assert moved.status["serverUrl"] == "http://new:8000"
+    settled = _plan_codebase(
+        {"pool": "alpha"},
+        moved.status,
+        server_url="http://new:8000",
+        server=plan.CodebaseServerView(known_ids=frozenset({"team.repo"})),
+    )
+    assert settled.previous_server is None and settled.register == []
+
+
+def test_a_new_server_url_that_cannot_be_reached_changes_nothing_yet() -> None:
+    first = _plan_codebase({"pool": "alpha"}, server_url="http://old:8000")
+    down = _plan_codebase(
+        {"pool": "alpha"},
+        first.status,
+        server_url="http://new:8000",
+        server=plan.CodebaseServerView(error="refused"),
+    )
+    assert down.register == [] and down.previous_server is None
+    assert down.status["serverUrl"] == "http://old:8000"  # the old registrations are still there
+
+
+def test_a_new_server_url_wakes_the_codebases_registered_on_the_old_one() -> None:
+    on = [("a", "http://old:8000"), ("b", "http://new:8000")]
+    assert plan.codebases_to_wake("alpha", 2, [], [], server_url="http://new:8000", registered_on=on) == ["a"]
+
+
+def test_a_global_codebase_that_stops_being_global_leaves_its_ids_to_the_other_one() -> None:
+    was_global = _plan_codebase({"pool": "alpha", "global": True}).status
+    rival = [_claim("other", "2026-01-02T00:00:00Z")]
+    now_pinned = _plan_codebase({"pool": "alpha"}, was_global, global_claims=rival)
+    assert now_pinned.deregister == [] and now_pinned.wake == ["other"]
+    assert [r.body.codebase_id for r in now_pinned.register] == ["team.repo"]
+    alone = _plan_codebase({"pool": "alpha"}, was_global, global_claims=[])
+    assert alone.deregister == ["global-alpha-0", "global-alpha-1", "global-alpha-2"] and alone.wake == []
