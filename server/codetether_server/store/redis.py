@@ -73,6 +73,7 @@ class RedisStore(Store):
 
     def __init__(self, url: str, prefix: str) -> None:
         self.prefix = prefix
+        self._finished_indexed = False
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
         )
@@ -111,12 +112,10 @@ class RedisStore(Store):
 
     # ------------------------------------------------------------------ plumbing
 
-    async def start(self) -> None:
-        await self._index_finished_once()
-
     async def _index_finished_once(self) -> None:
         """Tasks that finished before the finished index existed join it once, so retention sees them."""
-        if not await self._redis.set(self._k("tasks", "finished", "indexed"), "1", nx=True):
+        marker = self._k("tasks", "finished", "indexed")
+        if await self._redis.exists(marker):
             return
         for status in TaskStatus:
             if not status.is_final:
@@ -129,6 +128,9 @@ class RedisStore(Store):
                 if scores:
                     await self._redis.zadd(self._finished_key(), scores)
                 start += _MGET_BATCH
+        # Marked only when complete: a start interrupted half-way indexes again (ZADD is idempotent,
+        # so replicas starting together may both do it).
+        await self._redis.set(marker, "1")
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -386,6 +388,10 @@ class RedisStore(Store):
         return {status: int(n) for status, n in zip(TaskStatus, counts, strict=True) if n}
 
     async def finished_task_ids(self, before: datetime, limit: int) -> list[str]:
+        if not self._finished_indexed:
+            # Here, not at start: a Redis that is down while the server starts must not stop it.
+            await self._index_finished_once()
+            self._finished_indexed = True
         return _texts(
             await self._redis.zrangebyscore(
                 self._finished_key(), "-inf", f"({before.timestamp()}", start=0, num=limit

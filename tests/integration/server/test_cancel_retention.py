@@ -22,6 +22,14 @@ def _service(api: Api) -> Service:
     return service
 
 
+def _sweeper(api: Api, retention_seconds: float) -> Service:
+    """The app's service on the same storage with another retention: the test decides when it sweeps
+    (the app's own sweeper keeps the hour-long retention it was started with, so it deletes nothing)."""
+    service = _service(api)
+    settings = service.settings.model_copy(update={"task_retention_seconds": retention_seconds})
+    return Service(service.store, settings, service.events, service.metrics)
+
+
 async def _next_event(pubsub: Any) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
@@ -161,11 +169,9 @@ async def test_zero_retention_keeps_finished_tasks(serve: Serve) -> None:
 
 
 async def test_replicas_sweeping_at_once_delete_each_task_once(serve: Serve, backend: str) -> None:
-    # The background sweep runs once at start, then not for an hour: the test drives the sweeps.
-    settings = {"A2A_TASK_RETENTION_SECONDS": "0.001", "A2A_LEASE_SWEEP_INTERVAL": "3600"}
-    first = await serve(**settings)
+    first = await serve(A2A_TASK_RETENTION_SECONDS="3600")
     # Memory storage lives in one process: there the two sweeps share one replica.
-    second = first if backend == "memory" else await serve(**settings)
+    second = first if backend == "memory" else await serve(A2A_TASK_RETENTION_SECONDS="3600")
     await first.worker("w1")
     codebase_id = await first.codebase("repo", worker_id="w1")
     ids = []
@@ -174,23 +180,21 @@ async def test_replicas_sweeping_at_once_delete_each_task_once(serve: Serve, bac
         await first.client.cancel_task(task.id)
         ids.append(task.id)
     keep = await first.client.create_task(TaskCreate(title="keep", prompt="p", codebase_id=codebase_id))
-    await asyncio.sleep(0.01)  # past the 1 ms retention
+    await asyncio.sleep(0.01)  # past the 1 ms retention of the sweeps below
 
-    deleted = await asyncio.gather(
-        *(_service(api).sweep_finished_tasks(batch=100) for api in (first, second, first, second))
-    )
+    sweepers = [_sweeper(api, 0.001) for api in (first, second, first, second)]
+    deleted = await asyncio.gather(*(sweeper.sweep_finished_tasks(batch=100) for sweeper in sweepers))
     assert sum(deleted) == len(ids)
     assert not any([await _exists(second, task_id) for task_id in ids])
     assert await _exists(second, keep.id)
-    assert await _service(first).sweep_finished_tasks() == 0
+    assert await sweepers[0].sweep_finished_tasks() == 0
 
 
 @pytest.mark.parametrize("backend", ["redis"])  # the finished-task index is Redis storage's
 async def test_redis_indexes_tasks_finished_before_the_index_existed_once(
     serve: Serve, redis_base_url: str, redis_prefix: str
 ) -> None:
-    settings = {"A2A_TASK_RETENTION_SECONDS": "0.001", "A2A_LEASE_SWEEP_INTERVAL": "3600"}
-    old = await serve(A2A_TASK_RETENTION_SECONDS="0", A2A_LEASE_SWEEP_INTERVAL="3600")
+    old = await serve(A2A_TASK_RETENTION_SECONDS="3600")
     await old.worker("w1")
     task = await old.client.create_task(
         TaskCreate(title="old", prompt="p", codebase_id=await old.codebase("repo", worker_id="w1"))
@@ -202,7 +206,8 @@ async def test_redis_indexes_tasks_finished_before_the_index_existed_once(
         await redis.delete(f"{redis_prefix}:tasks:finished", f"{redis_prefix}:tasks:finished:indexed")
     finally:
         await redis.aclose()
+    await asyncio.sleep(0.01)
 
-    upgraded = await serve(**settings)
-    assert await _service(upgraded).sweep_finished_tasks() == 1
+    upgraded = await serve(A2A_TASK_RETENTION_SECONDS="3600")
+    assert await _sweeper(upgraded, 0.001).sweep_finished_tasks() == 1
     assert not await _exists(upgraded, task.id)
