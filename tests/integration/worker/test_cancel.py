@@ -90,8 +90,11 @@ async def test_cancel_reaches_a_reactive_worker_at_once(harness: Harness) -> Non
         extra_args=["--heartbeat-interval", "60"],
     )
     await worker.wait_ready()
-    await wait_until(worker.delivery_mode, what="reactive delivery")
-    assert await worker.delivery_mode() == "reactive"
+
+    async def reactive() -> bool:
+        return await worker.delivery_mode() == "reactive"
+
+    await wait_until(reactive, what="reactive delivery")
     await _start_cancel_and_check(harness, worker)
     assert "task.cancelled event; checking it now" in worker.log()
 
@@ -112,7 +115,8 @@ async def test_an_outcome_reported_after_the_cancel_is_dropped(harness: Harness)
     )
     await worker.wait_ready()
     codebase_id = await harness.codebase_id("w-late-repo", worker_id="w-late")
-    task = await harness.task("@sleep 1\n@append done.txt ran", codebase_id)
+    # Long enough that the worker is paused before the agent ends (its pid arrives with its output).
+    task = await harness.task("@sleep 3\n@append done.txt ran", codebase_id)
     await harness.running_on(task.id, "w-late")
     agent = await harness.agent_pid(task.id)
 
@@ -129,6 +133,7 @@ async def test_an_outcome_reported_after_the_cancel_is_dropped(harness: Harness)
     assert (after.status, after.result, after.error) == (TaskStatus.CANCELLED, None, "cancelled by request")
     assert await _metric(worker, 'codetether_worker_tasks_completed_total{status="completed"}') == 0
     assert "was no longer ours when reporting" not in worker.log()
+    assert (harness.folder("w-late-repo") / "done.txt").read_text() == "ran\n"  # it did finish
 
 
 async def test_a_cancelled_pending_task_is_never_run(harness: Harness) -> None:
