@@ -50,32 +50,32 @@ GLOBALS_INDEX = "codebase_globals"
 SERVERS_INDEX = "codebase_servers"
 
 
-def codebase_workers(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
+def codebase_workers(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any]:
     """kopf index: (namespace, pool) -> (codebase, pod) for every placed, non-global codebase."""
     worker = (status or {}).get("worker")
     pool = (spec or {}).get("pool")
     if not worker or not pool or (spec or {}).get("global"):
-        return None
+        return {}  # not None: kopf keeps an entry whose function returns None
     return {(namespace, pool): (name, worker)}
 
 
 def codebase_globals(
     namespace: str, name: str, spec: Any, meta: Any, status: Any, **_: Any
-) -> dict[Any, Any] | None:
+) -> dict[Any, Any]:
     """kopf index: (namespace, pool) -> GlobalClaim for every live (not deleting) global codebase."""
     pool = (spec or {}).get("pool")
     if not pool or not (spec or {}).get("global") or meta.get("deletionTimestamp"):
-        return None
+        return {}  # not None: kopf keeps an entry whose function returns None
     workers = tuple((status or {}).get("workers") or ())
     return {(namespace, pool): GlobalClaim(meta.get("creationTimestamp") or "", name, workers)}
 
 
-def codebase_servers(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
+def codebase_servers(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any]:
     """kopf index: (namespace, pool) -> (codebase, server URL) for every codebase registered somewhere."""
     url = (status or {}).get("serverUrl")
     pool = (spec or {}).get("pool")
     if not url or not pool:
-        return None
+        return {}  # not None: kopf keeps an entry whose function returns None
     return {(namespace, pool): (name, url)}
 
 

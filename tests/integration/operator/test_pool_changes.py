@@ -85,8 +85,29 @@ async def test_two_global_codebases_the_older_wins_and_the_other_takes_over(
 
         await eventually(second_owns_them, what="registrations are the second's")
 
-        kube.delete_codebase(ns, "second")
-        await eventually(lambda: kube.get_codebase(ns, "second") is None, what="second removed")
+        # A third one waits; the second stops being global: the third takes over, and the second's
+        # reconcile leaves global-<pod> alone (they are the third's now).
+        kube.create_codebase(ns, "third", {"pool": "alpha", "global": True, "path": "/codebases/third"})
+        await eventually(lambda: _reason(kube, ns, "third", "GlobalConflict"), what="third waits")
+        kube._raw(
+            "PATCH",
+            f"/apis/codetether.run/v1alpha1/namespaces/{ns}/codebases/second",
+            {"spec": {"global": False}},
+            "application/merge-patch+json",
+        )
+        await eventually(lambda: _registered(kube, ns, "third"), within=PROMPT, what="third takes over")
+
+        async def third_owns_them() -> bool:
+            found = await _codebases(server)
+            return sorted(found) == sorted(["global-alpha-0", "global-alpha-1", f"{ns}.second"]) and all(
+                found[cid].path == "/codebases/third" for cid in ("global-alpha-0", "global-alpha-1")
+            )
+
+        await eventually(third_owns_them, what="global registrations are the third's, second pinned")
+
+        for name in ("second", "third"):
+            kube.delete_codebase(ns, name)
+            await eventually(lambda name=name: kube.get_codebase(ns, name) is None, what=f"{name} removed")
         assert await _codebases(server) == {}  # nothing leaked
 
 
