@@ -321,6 +321,7 @@ class CodebaseHandlers:
         if decision.warning:
             post_events(body, [Event("Warning", "DeregistrationAbandoned", decision.warning)])
         self.rt.placements.forget(namespace, name)
+        self.rt.wakes.pop((namespace, name), None)  # a Codebase made again under this name is new
         self.rt.codebase_phases.set(f"{namespace}/{name}", None)
         self.rt.drop_lock(uid)
         if (spec or {}).get("global") and rivals:
