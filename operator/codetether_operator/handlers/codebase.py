@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from datetime import datetime
 from typing import Any, cast
 
@@ -209,7 +210,8 @@ class CodebaseHandlers:
         if spec is not None:
             indexed = list((index or {}).get((namespace, spec.pool), []))
             counts = self.rt.placements.counts(namespace, spec.pool, indexed)
-        plan = plan_codebase(
+        replan = functools.partial(
+            plan_codebase,
             codebase,
             spec,
             spec_error,
@@ -217,11 +219,10 @@ class CodebaseHandlers:
             pool_spec=pool_spec,
             counts=counts,
             ready_pods=ready_pods,
-            server=server,
             server_url=server_url,
-            now=now(),
             global_claims=claims,
         )
+        plan = replan(server=server, now=now())
         # Recorded before the next await, so a codebase created at the same moment sees it.
         if spec is not None and not spec.global_ and plan.placed_on:
             self.rt.placements.record(namespace, name, spec.pool, plan.placed_on[0])
@@ -238,19 +239,7 @@ class CodebaseHandlers:
             except SERVER_ERRORS as exc:
                 reason, message = server_error(exc, "register_codebase")
                 retry_view = CodebaseServerView(error=message, error_reason=reason)
-                plan = plan_codebase(
-                    codebase,
-                    spec,
-                    spec_error,
-                    pool=pool,
-                    pool_spec=pool_spec,
-                    counts=counts,
-                    ready_pods=ready_pods,
-                    server=retry_view,
-                    server_url=server_url,
-                    now=now(),
-                    global_claims=claims,
-                )
+                plan = replan(server=retry_view, now=now())
         return plan, events
 
     async def _leave_previous_server(self, namespace: str, previous: PreviousServer) -> Event:
