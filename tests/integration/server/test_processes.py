@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codetether_contract.client import CodetetherClient, ConflictError
+from codetether_contract.client import CodetetherClient
 from codetether_contract.models import (
     CodebaseCreate,
     MessageSummary,
@@ -102,6 +103,48 @@ def _start_together(servers: list[ServerProcess]) -> None:
         raise errors[0]
 
 
+def _claim_request(task_id: str, worker_id: str) -> bytes:
+    body = json.dumps({"task_id": task_id}).encode()
+    head = (
+        "POST /v1/worker/tasks/claim HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Worker-ID: {worker_id}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _status_of_response(reader: asyncio.StreamReader) -> int:
+    response = await reader.read()  # Connection: close, so the server ends the stream
+    assert response.startswith(b"HTTP/1.1 "), f"not an HTTP response: {response[:200]!r}"
+    return int(response.split(b" ", 2)[1])
+
+
+async def _claim_burst(claims: list[tuple[ServerProcess, str, str]]) -> list[int]:
+    """Send every (replica, task_id, worker_id) claim at once; the HTTP status of each, in order.
+
+    Connections are opened first and the request bytes written in one loop with no await between
+    them, so all claims reach the replicas within a millisecond or so. Through an HTTP client
+    library, building and sending each request takes long enough that the first claim is answered
+    before the last one is sent, and a missing lock across replicas goes unnoticed.
+    """
+    connections = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", replica.port) for replica, _, _ in claims)
+    )
+    try:
+        for (_, writer), (_, task_id, worker_id) in zip(connections, claims, strict=True):
+            writer.write(_claim_request(task_id, worker_id))
+        return list(await asyncio.gather(*(_status_of_response(reader) for reader, _ in connections)))
+    finally:
+        for _, writer in connections:
+            writer.close()
+
+
+CLAIM_ROUNDS = 3
+TASKS_PER_ROUND = 24
+CLAIMANTS_PER_TASK = 8
+WORKER_COUNT = 24
+
+
 @pytest.mark.parametrize("backend", ["postgres", "redis"])
 async def test_two_replicas_claim_exactly_once_and_sweep_once(
     backend: str,
@@ -118,6 +161,7 @@ async def test_two_replicas_claim_exactly_once_and_sweep_once(
         "A2A_LEASE_SECONDS": "2",
         "A2A_LEASE_SWEEP_INTERVAL": "0.1",
         "A2A_MAX_ATTEMPTS": "5",
+        "A2A_DB_POOL_SIZE": "20",
     }
     if backend == "postgres":
         env["DATABASE_URL"] = request.getfixturevalue("database_url")
@@ -126,32 +170,49 @@ async def test_two_replicas_claim_exactly_once_and_sweep_once(
     _start_together(replicas)
     a, b = (CodetetherClient(r.url) for r in replicas)
     try:
-        workers = [f"pod-{i}" for i in range(50)]
+        workers = [f"pod-{i}" for i in range(WORKER_COUNT)]
         for worker_id in workers:
             await a.register_worker(WorkerRegistration(worker_id=worker_id))
         shared = await b.register_codebase(CodebaseCreate(name="shared", path="/shared"))
-        task = await b.create_task(TaskCreate(title="t", prompt="p", codebase_id=shared.id))
+        all_task_ids: list[str] = []
+        for round_number in range(CLAIM_ROUNDS):
+            tasks = [
+                await (a, b)[i % 2].create_task(
+                    TaskCreate(title=f"r{round_number}t{i}", prompt="p", codebase_id=shared.id)
+                )
+                for i in range(TASKS_PER_ROUND)
+            ]
+            all_task_ids.extend(t.id for t in tasks)
+            # Each task is claimed by distinct workers through both replicas; the claims of one
+            # task sit next to each other in the burst, so they reach the replicas together.
+            stride = WORKER_COUNT // CLAIMANTS_PER_TASK
+            claims = [
+                (replicas[j % 2], task.id, workers[(t + j * stride) % WORKER_COUNT])
+                for t, task in enumerate(tasks)
+                for j in range(CLAIMANTS_PER_TASK)
+            ]
+            statuses = await _claim_burst(claims)
+            for t, task in enumerate(tasks):
+                mine = statuses[t * CLAIMANTS_PER_TASK : (t + 1) * CLAIMANTS_PER_TASK]
+                assert sorted(mine) == [200] + [409] * (CLAIMANTS_PER_TASK - 1), (
+                    f"round {round_number}, task {task.title}: statuses {mine}"
+                )
+                winner = claims[t * CLAIMANTS_PER_TASK + mine.index(200)][2]
+                held = await (a, b)[t % 2].get_task(task.id)
+                # The lease is short: on a slow machine the sweep may already have requeued it.
+                assert (held.status, held.worker_id, held.attempts) in {
+                    (TaskStatus.RUNNING, winner, 0),
+                    (TaskStatus.PENDING, None, 1),
+                }
 
-        async def claim(i: int, worker_id: str) -> str:
-            try:
-                await (a if i % 2 else b).claim_task(task.id, worker_id)
-            except ConflictError:
-                return "conflict"
-            return "won"
+        # No winner heartbeats: both replicas sweep, every task is requeued exactly once.
+        async def none_running() -> bool:
+            return not await b.list_tasks(TaskStatus.RUNNING)
 
-        outcomes = await asyncio.gather(*(claim(i, w) for i, w in enumerate(workers)))
-        assert outcomes.count("won") == 1
-        assert outcomes.count("conflict") == 49
-        winner = workers[outcomes.index("won")]
-        assert (await a.get_task(task.id)).worker_id == winner
-
-        # The winner vanishes; both replicas sweep, the task is requeued once.
-        async def requeued() -> bool:
-            return (await b.get_task(task.id)).status is TaskStatus.PENDING
-
-        await eventually(requeued)
+        await eventually(none_running)
         await asyncio.sleep(0.5)  # more sweeps of both replicas
-        assert (await a.get_task(task.id)).attempts == 1
+        attempts = [(await a.get_task(task_id)).attempts for task_id in all_task_ids]
+        assert attempts == [1] * len(all_task_ids)
     finally:
         await a.aclose()
         await b.aclose()
